@@ -1,0 +1,240 @@
+"""The public compiler API: ``jit``, ``show``, ``make_jaxpr``.
+
+The conversion itself is a flat list of stages, one module each::
+
+    parsed   = parse.parse(fn)                          # source -> gast
+    analysis = analyse.analyse(parsed, fn)              # free names, threaded candidates, errors
+    node     = rewrite.rewrite(parsed, analysis, fn)    # threaded kw-only params, setitem, transforms
+    source   = load.render(node, ...)                   # ast.unparse + origin comments
+    codes    = load.compile_module(source, ...)         # linecache + compile
+    body, pure_step = load.bind(codes, fn, runtime)     # over the user's own cells and globals
+"""
+import functools
+import inspect
+import types
+import warnings
+
+import jax
+
+from . import runtime as _rt
+from .runtime import call as _call
+from .runtime.errors import SourceUnavailableError
+
+from . import analyse, cache, load, parse, rewrite
+
+_MISSING = object()
+
+
+class Transformed:
+    """The result of compiling one function (cached per code object and closure layout)."""
+
+    __slots__ = ("source", "codes", "threaded", "fallback", "filename", "analysis")
+
+
+def transform(fn):
+    def make():
+        t = Transformed()
+        try:
+            parsed = parse.parse(fn)
+        except SourceUnavailableError as e:
+            warnings.warn(f"hijaxc: {e}; falling back to threading arguments and closure cells "
+                          "without rewriting the function (globals it reads are not threaded).",
+                          stacklevel=4)
+            t.fallback, t.source, t.codes, t.analysis = True, None, None, None
+            t.threaded = tuple(n for n, c in zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+            return t
+        analysis = analyse.analyse(parsed, fn)
+        node = rewrite.rewrite(parsed, analysis, fn)
+        source, gen_map, _ = load.render(node, parsed, fn, analysis)
+        t.codes = load.compile_module(source, gen_map, fn.__qualname__)
+        t.source, t.filename, t.analysis = source, t.codes[2], analysis
+        t.threaded, t.fallback = tuple(analysis.threaded), False
+        return t
+
+    return cache.get_or_make(fn, make, None)
+
+
+def _fallback_pure(fn, names):
+    """Pure step for a function without source: fresh objects go in through new closure cells."""
+    index = {n: i for i, n in enumerate(fn.__code__.co_freevars)}
+
+    def pure(trace, *leaves):
+        with trace.begin(leaves) as (args, kwargs, free):
+            cells = list(fn.__closure__ or ())
+            for n, v in zip(names, free):
+                cells[index[n]] = types.CellType(v)
+            g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                                   tuple(cells) or None)
+            g.__kwdefaults__ = fn.__kwdefaults__
+            return trace.end(g(*args, **kwargs))
+
+    pure.__name__ = f"{fn.__name__}__pure_step"
+    return pure
+
+
+class JitFunction:
+    """What ``hijaxc.jit`` returns: call it like the function; ``.lower``, ``.trace``,
+    ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
+
+    def __init__(self, fun, *, static_argnums=(), static_argnames=(), donate="auto",
+                 aliasing="share", **jit_kwargs):
+        if aliasing not in ("share", "error"):
+            raise ValueError(f"aliasing must be 'share' or 'error', got {aliasing!r}")
+        self.__wrapped__ = fun
+        self._bound = ()
+        self._bound_kw = {}
+        target = fun
+        if isinstance(fun, functools.partial):
+            self._bound, self._bound_kw = fun.args, dict(fun.keywords)
+            target = fun.func
+        if isinstance(target, JitFunction):  # jit of jit
+            target = target._fn
+        if isinstance(target, types.MethodType):
+            self._bound = (target.__self__,) + tuple(self._bound)
+            target = target.__func__
+        if not isinstance(target, types.FunctionType):
+            raise TypeError(f"hijaxc.jit needs a Python function, got {type(target).__name__}")
+        self._fn = target
+        functools.update_wrapper(self, target)
+        self.__wrapped__ = fun
+        if isinstance(static_argnums, int):
+            static_argnums = (static_argnums,)
+        if isinstance(static_argnames, str):
+            static_argnames = (static_argnames,)
+        self._options = dict(static_argnums=tuple(static_argnums), static_argnames=tuple(static_argnames),
+                             donate=donate, aliasing=aliasing, jit_kwargs=jit_kwargs)
+        self._step = None
+
+    # compile lazily (decoration stays cheap; globals defined after the def are seen)
+    @property
+    def step(self):
+        st = self._step
+        if st is None:
+            st = self._step = self._make_step()
+        return st
+
+    def _make_step(self):
+        fn = self._fn
+        t = transform(fn)
+        names = t.threaded
+        if t.fallback:
+            pure = _fallback_pure(fn, names)
+        else:
+            _, pure = load.bind(t.codes, fn, _rt)
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+        o = self._options
+        nb = len(self._bound)
+        return _call.Step(
+            pure, fn.__name__, free_names=names, free_cells=[cells.get(n) for n in names],
+            free_globals=fn.__globals__,
+            static_argnums=tuple(i + nb if i >= 0 else i for i in o["static_argnums"]),
+            static_argnames=o["static_argnames"], donate=o["donate"], aliasing=o["aliasing"],
+            where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}", jit_kwargs=o["jit_kwargs"])
+
+    def _args(self, args, kwargs):
+        if self._bound:
+            args = self._bound + args
+        if self._bound_kw:
+            kwargs = {**self._bound_kw, **kwargs}
+        return args, kwargs
+
+    def __call__(self, *args, **kwargs):
+        if self._bound or self._bound_kw:
+            args, kwargs = self._args(args, kwargs)
+        return self.step(*args, **kwargs)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        bound = JitFunction.__new__(JitFunction)
+        bound.__dict__.update(self.__dict__)
+        bound._bound = (obj,) + tuple(self._bound)
+        bound._step = self.step  # share caches between instances
+        return bound
+
+    def lower(self, *args, **kwargs):
+        return self.step.lower(*self._args(args, kwargs)[0], **self._args(args, kwargs)[1])
+
+    def trace(self, *args, **kwargs):
+        if not _rt._adapter.HAS_JIT_TRACE:
+            raise AttributeError("this JAX has no jit(...).trace; use .lower")
+        a, k = self._args(args, kwargs)
+        return self.step.trace(*a, **k)
+
+    def eval_shape(self, *args, **kwargs):
+        a, k = self._args(args, kwargs)
+        return self.step.eval_shape(*a, **k)
+
+    def __repr__(self):
+        return f"<hijaxc.jit {self._fn.__qualname__}>"
+
+
+def jit(fun=None, *, static_argnums=(), static_argnames=(), donate="auto", aliasing="share",
+        **jit_kwargs):
+    """Compile ``fun`` so the Variables it reaches keep hijax semantics under ``jax.jit``.
+
+    Usable bare (``@hijaxc.jit``) and with options (``@hijaxc.jit(static_argnums=1)``).  Extra
+    keyword arguments (``in_shardings``, ``out_shardings``, ...) go to ``jax.jit``.
+    """
+    if fun is None:
+        return functools.partial(jit, static_argnums=static_argnums, static_argnames=static_argnames,
+                                 donate=donate, aliasing=aliasing, **jit_kwargs)
+    return JitFunction(fun, static_argnums=static_argnums, static_argnames=static_argnames,
+                       donate=donate, aliasing=aliasing, **jit_kwargs)
+
+
+def _as_jit(f):
+    return f if isinstance(f, JitFunction) else JitFunction(f)
+
+
+def show(f, *args, **kwargs):
+    """The generated Python source of ``f`` (pure step and body); with example arguments, also
+    which objects a call threads."""
+    j = _as_jit(f)
+    t = transform(j._fn)
+    if t.fallback:
+        text = (f"# hijaxc: no source for {j._fn.__qualname__}; threaded through closure cells "
+                f"without rewriting: {', '.join(t.threaded) or '-'}\n")
+    else:
+        text = t.source
+    if args or kwargs:
+        a, k = j._args(args, kwargs)
+        s = j.step.threaded(*a, **k)
+        lines = ["", "# threaded objects for these arguments (path: type):"]
+        for k_, obj in enumerate(s.objects):
+            if isinstance(obj, (list, dict)):
+                continue
+            lines.append(f"#   {_path(s.paths[k_], j, t)}: {type(obj).__name__}")
+        text += "\n".join(lines) + "\n"
+    return text
+
+
+def _path(p, j, t):
+    root = p[0]
+    rest = p[1:]
+    if root == "closure" and rest:
+        name = t.threaded[rest[0]]
+        rest = rest[1:]
+    elif root == "args" and rest:
+        try:
+            params = list(inspect.signature(j._fn).parameters)
+            name = params[rest[0]] if rest[0] < len(params) else f"args[{rest[0]}]"
+        except (TypeError, ValueError):
+            name = f"args[{rest[0]}]"
+        rest = rest[1:]
+    elif root == "kwargs" and rest:
+        name, rest = str(rest[0]), rest[1:]
+    else:
+        name = root
+    return name + "".join(f".{r}" if isinstance(r, str) else f"[{r}]" for r in rest)
+
+
+def make_jaxpr(f, **jaxpr_kwargs):
+    """``make_jaxpr(f)(*args)``: the jaxpr of the pure step, threaded state as inputs/outputs."""
+    j = _as_jit(f)
+
+    def run(*args, **kwargs):
+        a, k = j._args(args, kwargs)
+        return j.step.make_jaxpr(*a, **k)
+
+    return run

@@ -1,0 +1,141 @@
+"""The one place that knows how JAX and Flax differ across the supported environments.
+
+Everything here is feature detection (``hasattr``, signatures, slot names), never a version-string
+check.  The rest of the runtime and the compiler ask this module and stay version-agnostic.
+
+Differences absorbed here (see ../shared/SPEC.md):
+- flax 0.10.4 keeps a Variable's value in the slot ``raw_value``; 0.11+ in ``raw_value`` /
+  ``_raw_value``.  We read and write that slot directly (no hooks, no trace-level check): it is the
+  fastest access there is and the same for hijaxc and NNX Variables.
+- Graph nodes are ``nnx.Object`` (0.10.4) or ``nnx.Pytree`` (0.11+); their per-object bookkeeping
+  lives in ``_object__state`` / ``_pytree__state`` and must be created fresh for every rebuilt copy
+  (it records the JAX trace the object belongs to).
+- ``nnx.Optimizer.update(grads)`` (0.10.4) vs ``update(model, grads)`` (0.11+).
+- flax 0.12 has native hijax Variables (``HijaxVariable``); they are read and written through
+  flax's own API.
+- Variables are JAX pytrees in flax 0.11+ only; hijaxc's own Variables are pytrees everywhere.
+"""
+import inspect
+
+import jax
+from flax import nnx
+
+try:  # flax 0.12
+    from flax.nnx import graphlib as graph
+except ImportError:  # flax 0.10 / 0.11
+    from flax.nnx import graph
+from flax.nnx import variablelib
+
+FlaxVariable = nnx.Variable
+GRAPH_BASE = getattr(nnx, "Pytree", None) or nnx.Object
+NODE_STATE_KEYS = frozenset({"_object__state", "_pytree__state"})
+
+_RAW_SLOT = "_raw_value" if "_raw_value" in FlaxVariable.__slots__ else "raw_value"
+_raw = FlaxVariable.__dict__[_RAW_SLOT]
+_meta = FlaxVariable.__dict__["_var_metadata"]
+_trace = FlaxVariable.__dict__["_trace_state"]
+#: ``get_raw(v)`` / ``set_raw(v, x)``: the value slot of any (lojax) NNX or hijaxc Variable.
+get_raw = _raw.__get__
+set_raw = _raw.__set__
+get_metadata = _meta.__get__
+set_metadata_dict = _meta.__set__
+
+HijaxVariable = getattr(variablelib, "HijaxVariable", None)
+HAS_FLAX_HIJAX = HijaxVariable is not None
+#: flax >= 0.12 keeps ``hijax``/``ref`` in every Variable's metadata and reads them back.
+FLAX_REQUIRED_METADATA = dict.fromkeys(getattr(FlaxVariable, "required_metadata", ()), False)
+
+try:
+    from flax.nnx.tracers import TraceState
+except ImportError:  # pragma: no cover
+    TraceState = None
+
+
+def is_flax_hijax(x):
+    """A flax-native hijax Variable (flax 0.12 ``var_defaults(hijax=True)``)."""
+    return HAS_FLAX_HIJAX and isinstance(x, HijaxVariable)
+
+
+def new_variable(cls, value, metadata):
+    """A Variable of ``cls`` built without running ``__init__`` (as ``nnx.merge`` does)."""
+    v = object.__new__(cls)
+    if TraceState is not None:
+        _trace.__set__(v, TraceState())
+    _meta.__set__(v, metadata)
+    _raw.__set__(v, value)
+    return v
+
+
+def flax_variable_parts(v):
+    """(type, metadata, value) of an NNX Variable, native hijax ones included."""
+    if is_flax_hijax(v):
+        meta = dict(v.get_metadata())
+        meta["hijax"] = False
+        if "ref" in meta:
+            meta["ref"] = False
+        return v.var_type if hasattr(v, "var_type") else v._var_type, meta, v.get_value()
+    return type(v), _meta.__get__(v), _raw.__get__(v)
+
+
+def flax_hijax_write(v, value):
+    v.set_value(value)
+
+
+def fresh_node_state(state):
+    """A new ``_object__state``/``_pytree__state`` like ``state`` but owned by the current trace."""
+    return type(state)(False, getattr(state, "_is_setup", False))
+
+
+def is_graph_node(x):
+    return isinstance(x, GRAPH_BASE)
+
+
+def node_items(node):
+    return vars(node)
+
+
+def new_node(cls):
+    return object.__new__(cls)
+
+
+# --- pytree registration -------------------------------------------------------------------------
+def register_pytree(cls, flatten, flatten_with_keys, unflatten):
+    try:
+        jax.tree_util.register_pytree_with_keys(
+            cls, flatten_with_keys=flatten_with_keys, unflatten_func=unflatten, flatten_func=flatten)
+    except ValueError:  # already registered (flax 0.11+ registers Variable subclasses itself)
+        pass
+
+
+# --- optimizer -----------------------------------------------------------------------------------
+_OPT_UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).parameters
+
+
+def optimizer_update(optimizer, model, grads):
+    """``nnx.Optimizer.update`` in the form this flax version expects."""
+    if _OPT_UPDATE_TAKES_MODEL:
+        return optimizer.update(model, grads)
+    return optimizer.update(grads)
+
+
+def make_optimizer(model, tx, wrt=nnx.Param):
+    try:
+        return nnx.Optimizer(model, tx, wrt=wrt)
+    except TypeError:
+        return nnx.Optimizer(model, tx)
+
+
+OPTIMIZER_UPDATE_TAKES_MODEL = _OPT_UPDATE_TAKES_MODEL
+#: flax 0.11+: ``nnx.merge(..., copy=True)``
+MERGE_HAS_COPY = "copy" in inspect.signature(nnx.merge).parameters
+#: flax 0.11+ Modules are JAX pytrees.
+MODULES_ARE_PYTREES = bool(jax.tree_util.all_leaves([nnx.Module()]) is False) or hasattr(nnx, "Pytree")
+
+# --- jax -----------------------------------------------------------------------------------------
+HAS_JIT_TRACE = hasattr(jax.jit(lambda: 0), "trace")
+HAS_HITYPES = hasattr(jax, "new_ref") and HAS_FLAX_HIJAX
+Tracer = jax.core.Tracer
+
+
+def is_tracer(x):
+    return isinstance(x, Tracer)
