@@ -115,6 +115,8 @@ def optimizer_update(optimizer, model, grads):
     """``nnx.Optimizer.update`` in the form this flax version expects."""
     if _OPT_UPDATE_TAKES_MODEL:
         return optimizer.update(model, grads)
+    if is_graph_node(grads):  # flax 0.10.4 wants a State of the gradients
+        grads = nnx.state(grads, getattr(optimizer, "wrt", nnx.Param))
     return optimizer.update(grads)
 
 

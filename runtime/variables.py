@@ -187,9 +187,6 @@ class Variable(nnx.Variable):
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.get_value(), dtype=dtype)
 
-    def __bool__(self):
-        return bool(self.get_value())
-
     def __hash__(self):
         return id(self)
 
