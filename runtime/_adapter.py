@@ -115,8 +115,12 @@ def optimizer_update(optimizer, model, grads):
     """``nnx.Optimizer.update`` in the form this flax version expects."""
     if _OPT_UPDATE_TAKES_MODEL:
         return optimizer.update(model, grads)
-    if is_graph_node(grads):  # flax 0.10.4 wants a State of the gradients
-        grads = nnx.state(grads, getattr(optimizer, "wrt", nnx.Param))
+    # flax 0.10.4 wants a State of the gradients with exactly the parameters' tree structure
+    wrt = getattr(optimizer, "wrt", nnx.Param)
+    if is_graph_node(grads):
+        grads = nnx.state(grads, wrt)
+    params = nnx.state(optimizer.model, wrt)
+    grads = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(grads))
     return optimizer.update(grads)
 
 
@@ -141,3 +145,32 @@ Tracer = jax.core.Tracer
 
 def is_tracer(x):
     return isinstance(x, Tracer)
+
+
+# --- structural-change epoch ----------------------------------------------------------------------
+#: Bumped by every attribute write/delete on a graph node (and by hijaxc's own structural
+#: write-backs).  The steady-state call path compares it with the value it saw last time instead
+#: of re-walking the object graph: equal epochs + the same root objects = the same structure.
+EPOCH = [0]
+
+
+def _install_epoch_hooks(cls):
+    set_ = cls.__setattr__
+    del_ = cls.__delattr__
+
+    def __setattr__(self, name, value, _set=set_, _epoch=EPOCH):
+        _epoch[0] += 1
+        _set(self, name, value)
+
+    def __delattr__(self, name, _del=del_, _epoch=EPOCH):
+        _epoch[0] += 1
+        _del(self, name)
+
+    __setattr__.__wrapped__ = set_
+    __delattr__.__wrapped__ = del_
+    cls.__setattr__ = __setattr__
+    cls.__delattr__ = __delattr__
+
+
+if not getattr(GRAPH_BASE.__setattr__, "__wrapped__", None):
+    _install_epoch_hooks(GRAPH_BASE)

@@ -18,6 +18,10 @@ from . import _adapter, context, state
 from .errors import HijaxcError
 
 _getrefcount = sys.getrefcount
+_EPOCH = _adapter.EPOCH
+_MISS = object()
+_ArrayImpl = type(jax.numpy.zeros(()))
+_LEAF_TYPES = frozenset({_ArrayImpl, int, float, bool, complex})
 _get_raw, _set_raw = _adapter.get_raw, _adapter.set_raw
 MISSING = object()
 
@@ -64,6 +68,7 @@ class Step:
         self.max_cache = 64
         self.stats = {"traces": 0, "splits": 0, "fast_calls": 0}
         self._lock = threading.Lock()
+        self._fast = None
 
     # -- roots ---------------------------------------------------------------------------------
     def free_values(self):
@@ -100,9 +105,17 @@ class Step:
 
     # -- the call ------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        fast = self._fast
+        if fast is not None and fast.epoch == _EPOCH[0]:
+            out = fast.call(self, args, kwargs)
+            if out is not _MISS:
+                return out
+        return self._slow_call(args, kwargs)
+
+    def _slow_call(self, args, kwargs):
         dyn_args, dyn_kwargs, statics = self._partition(args, kwargs)
         free = self.free_values()
-        s = state.split([dyn_args, dyn_kwargs, tuple(free)], ["args", "kwargs", "closure"])
+        s = state.split([dyn_args, dyn_kwargs, tuple(free)], ["args", "kwargs", "closure"], scalars_static=("closure",))
         self.stats["splits"] += 1
         if self.aliasing == "error":
             state.check_aliasing(s, self.where)
@@ -124,8 +137,13 @@ class Step:
         if jitted is None:
             jitted = jax.jit(entry.pure, donate_argnums=mask, **self.jit_kwargs)
             entry.jitted[mask] = jitted
+        epoch = _EPOCH[0]
         new_leaves, box = jitted(*leaves)
-        return box.plan.apply(s.objects, new_leaves)
+        del leaves
+        out = box.plan.apply(s.objects, new_leaves)
+        if not context.tracing() and not box.plan.struct:
+            self._fast = Fast.record(self, s, entry, box.plan, args, kwargs, statics, epoch)
+        return out
 
     def _donation_mask(self, s, leaves):
         if self.donate is not True and self.donate != "auto":
@@ -151,7 +169,7 @@ class Step:
     # -- introspection -------------------------------------------------------------------------
     def _prepare(self, args, kwargs):
         dyn_args, dyn_kwargs, statics = self._partition(args, kwargs)
-        s = state.split([dyn_args, dyn_kwargs, tuple(self.free_values())], ["args", "kwargs", "closure"])
+        s = state.split([dyn_args, dyn_kwargs, tuple(self.free_values())], ["args", "kwargs", "closure"], scalars_static=("closure",))
         return s, self._make_pure(s, statics)
 
     def lower(self, *args, **kwargs):
@@ -175,7 +193,7 @@ class Step:
         """Which objects a call with these arguments threads (path -> type name)."""
         dyn_args, dyn_kwargs, statics = self._partition(args, kwargs)
         s = state.split([dyn_args, dyn_kwargs, tuple(self.free_values())],
-                        ["args", "kwargs", "closure"])
+                        ["args", "kwargs", "closure"], scalars_static=("closure",))
         return s
 
 
@@ -224,3 +242,104 @@ class Trace:
     def end(self, out):
         new_leaves, plan = state.collect(self.merged, self.objects_spec, out, self.ctx)
         return new_leaves, _PlanBox(plan)
+
+
+class Fast:
+    """The steady-state call: valid while the epoch is unchanged and the roots are the same
+    objects.  Reads Variables' raw values by index, calls the jitted step, writes back by index."""
+
+    __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
+                 "n_leaves", "entry", "plan", "updates", "objects", "statics", "free", "containers",
+                 "donatable")
+
+    @classmethod
+    def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
+        # only the simple, common shape: every argument is a stateful object or a plain leaf
+        f = cls()
+        vals = tuple(args) + tuple(kwargs.values())
+        arg_specs = list(s.root_specs[0][1]) + [c for _, c in s.objects_spec[s.root_specs[1][1]][1]] \
+            if s.root_specs[1][0] == "obj" else None
+        if arg_specs is None or len(arg_specs) != len(vals):
+            return None
+        f.checks, f.leaf_pos = [], []
+        for i, (v, spec) in enumerate(zip(vals, arg_specs)):
+            if spec[0] == "obj" and not isinstance(v, (list, dict)):
+                f.checks.append((i, v))
+            elif spec[0] == "leaf" and type(v) in _LEAF_TYPES:
+                f.leaf_pos.append((spec[1], i))
+            elif spec[0] == "static" and statics:
+                continue
+            else:
+                return None
+        free_spec = s.root_specs[2]
+        f.free = []
+        for v, spec in zip(step.free_values(), free_spec[1]):
+            if spec[0] == "leaf":
+                return None
+            f.free.append(v)
+        f.var_slots, f.ref_slots, f.containers, f.donatable = [], [], [], []
+        for k, spec in enumerate(s.objects_spec):
+            o = s.objects[k]
+            if spec[0] == "var" and spec[4][0] == "leaf":
+                f.var_slots.append((spec[4][1], o))
+                if spec[3][0]:
+                    f.donatable.append(spec[4][1])
+            elif spec[0] == "ref":
+                f.ref_slots.append((spec[1], o))
+            elif spec[0] == "fvar":
+                return None
+            elif spec[0] == "list":
+                f.containers.append((o, tuple(o)))
+            elif spec[0] == "dict":
+                f.containers.append((o, tuple(o.items())))
+        f.epoch, f.n_args, f.kw_keys = epoch, len(args), tuple(kwargs)
+        f.n_leaves, f.entry, f.plan, f.objects, f.statics = len(s.leaves), entry, plan, s.objects, statics
+        f.updates = [(s.objects[k], i) for k, i in plan.var_updates]
+        return f
+
+    def call(self, step, args, kwargs):
+        if len(args) != self.n_args or tuple(kwargs) != self.kw_keys:
+            return _MISS
+        vals = args + tuple(kwargs.values()) if kwargs else args
+        for i, o in self.checks:
+            if vals[i] is not o:
+                return _MISS
+        if self.statics and step._partition(args, kwargs)[2] != self.statics:
+            return _MISS
+        if self.free:
+            for a, b in zip(step.free_values(), self.free):
+                if a is not b:
+                    return _MISS
+        for c, items in self.containers:
+            if len(c) != len(items) or not all(
+                    (a is b) if not isinstance(c, dict) else (a[0] == b[0] and a[1] is b[1])
+                    for a, b in zip(c.items() if isinstance(c, dict) else c, items)):
+                return _MISS
+        leaves = [None] * self.n_leaves
+        for i, o in self.var_slots:
+            leaves[i] = _get_raw(o)
+        for i, o in self.ref_slots:
+            leaves[i] = o._value
+        for i, p in self.leaf_pos:
+            x = vals[p]
+            if type(x) not in _LEAF_TYPES:
+                return _MISS
+            leaves[i] = x
+        mask = ()
+        if step.donate == "auto" or step.donate is True:
+            mask = tuple(i for i in self.donatable
+                         if type(leaves[i]) is _ArrayImpl and _getrefcount(leaves[i]) <= 3)
+        entry = self.entry
+        jitted = entry.jitted.get(mask)
+        if jitted is None:
+            jitted = entry.jitted[mask] = jax.jit(entry.pure, donate_argnums=mask, **step.jit_kwargs)
+        new_leaves, box = jitted(*leaves)
+        del leaves
+        step.stats["fast_calls"] += 1
+        plan = box.plan
+        if plan is self.plan:
+            for o, i in self.updates:
+                _set_raw(o, new_leaves[i])
+            if plan.simple:
+                return state._rebuild_plain(plan.out_spec, new_leaves)
+        return plan.apply(self.objects, new_leaves)

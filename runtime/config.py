@@ -51,6 +51,7 @@ class _Setting:
 
     def __exit__(self, *exc):
         _state.value = self._previous
+        _bump()
         return False
 
     def __call__(self, fn):
@@ -62,10 +63,12 @@ class _Setting:
         def wrapper(*args, **kwargs):
             previous = _state.value
             _state.value = new
+            _bump()
             try:
                 return fn(*args, **kwargs)
             finally:
                 _state.value = previous
+                _bump()
 
         return wrapper
 
@@ -78,9 +81,17 @@ def var_defaults(*, hijax=None, ref=None):
     new = VarDefaults(previous.hijax if hijax is None else bool(hijax),
                       previous.ref if ref is None else bool(ref))
     _state.value = new
+    _bump()
     return _Setting(previous, new)
 
 
 def use_hijax(flag):
     """``var_defaults(hijax=flag)`` under the name seed 001 uses."""
     return var_defaults(hijax=flag)
+
+
+def _bump():
+    # the mode of NNX Variables follows the defaults: a change must invalidate cached structures
+    from ._adapter import EPOCH
+
+    EPOCH[0] += 1

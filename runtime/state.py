@@ -71,7 +71,7 @@ class Split:
         self.paths, self.duplicates = [], {}
 
 
-def split(roots, names, *, array_args=True):
+def split(roots, names, *, array_args=True, scalars_static=()):
     """Split ``roots`` (a sequence of live values named ``names``).  ``array_args``: plain arrays and
     Python numbers found outside Variables are dynamic leaves (as ``jax.jit`` treats arguments)."""
     s = Split()
@@ -158,7 +158,9 @@ def split(roots, names, *, array_args=True):
             out.append((k, visit(items[k], path + (k,), True)))
         return ("node", type(x), state_key, state, tuple(out))
 
-    s.root_specs = tuple(visit(r, (n,)) for r, n in zip(roots, names))
+    # Python scalars in explicit arguments are traced (as jax.jit does); in closures and globals
+    # (``scalars_static`` roots) they are configuration, baked into the trace.
+    s.root_specs = tuple(visit(r, (n,), n in scalars_static) for r, n in zip(roots, names))
     s.key = tuple(keyparts)
     return s
 
@@ -358,6 +360,8 @@ class WriteBack:
             fill(new[j], spec, True)
         for k, spec in self.struct:
             fill(objects[k], spec, False)
+        if self.struct:
+            _adapter.EPOCH[0] += 1
         return build(self.out_spec)
 
 

@@ -58,8 +58,13 @@ def _as_array(x):
     return x
 
 
+_WHOLE = object()  # set_value(x) / v.value = x: replace, whatever the shape
+
+
 def _assign(old, idx, new):
     """The value after ``old[idx] = new``, computed functionally (never mutating ``old``)."""
+    if idx is _WHOLE:
+        return new
     if idx is Ellipsis:
         if isinstance(old, (jax.Array, np.ndarray)) and not isinstance(new, (dict, list, tuple)):
             shape, dtype = getattr(new, "shape", None), getattr(new, "dtype", None)
@@ -143,8 +148,9 @@ class Variable(nnx.Variable):
             raw = raw._value
         return raw if index is Ellipsis else raw[index]
 
-    def set_value(self, value, *, index=Ellipsis):
-        self._write(index, value, None)
+    def set_value(self, value, *, index=None):
+        """Replace the value (no ``index``), or write ``value`` at ``index``."""
+        self._write(_WHOLE if index is None else index, value, None)
 
     def _write(self, index, value, where):
         if not _flags(self)[2]:

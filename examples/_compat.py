@@ -1,0 +1,60 @@
+"""Small shims so the examples run unchanged on every supported flax/JAX version.
+
+Everything is feature detection (``hasattr`` / ``inspect``), never a version-string check:
+
+- ``Pytree``: ``nnx.Pytree`` (flax 0.11+) or ``nnx.Object`` (flax 0.10).
+- ``normal`` / ``uniform``: ``rngs.normal(shape)`` / ``rngs.uniform(shape)`` exist only in newer
+  flax; ``jax.random.*(rngs.params(), shape)`` works everywhere.
+- ``make_optimizer`` / ``optimizer_update``: ``nnx.Optimizer(model, tx, wrt=...)`` and
+  ``optimizer.update(model, grads)`` (flax 0.11+) vs ``nnx.Optimizer(model, tx)`` and
+  ``optimizer.update(grads)`` (flax 0.10); re-exported from hijaxc's runtime adapter.
+- ``set_eval``: put a Module in inference mode (BatchNorm running averages, no Dropout).
+"""
+import jax
+from flax import nnx
+
+from hijaxc.runtime._adapter import make_optimizer, optimizer_update  # noqa: F401
+
+#: the base class of NNX graph-node pytrees (``nnx.Pytree`` from flax 0.11, ``nnx.Object`` before)
+Pytree = getattr(nnx, "Pytree", None) or nnx.Object
+
+
+def normal(rngs, shape, dtype=None):
+    """``rngs.normal(shape)`` on every flax version."""
+    return jax.random.normal(rngs.params(), shape, **({} if dtype is None else {"dtype": dtype}))
+
+
+def uniform(rngs, shape, dtype=None):
+    """``rngs.uniform(shape)`` on every flax version."""
+    return jax.random.uniform(rngs.params(), shape, **({} if dtype is None else {"dtype": dtype}))
+
+
+def set_eval(module):
+    """Inference mode for a Module (``module.eval()``, or ``set_attributes`` where absent)."""
+    if hasattr(module, "eval"):
+        module.eval()
+    else:  # pragma: no cover - every supported flax has Module.eval
+        module.set_attributes(deterministic=True, use_running_average=True)
+    return module
+
+
+def fork_rngs(rngs, n):
+    """``rngs.fork(split=n)``: ``n`` independent streams stacked along a leading axis, for
+    ``jax.vmap``.  Newer flax spells it ``rngs.split(n)`` (``fork(split=)`` is deprecated there);
+    flax 0.10 has neither and its ``Rngs`` is not a JAX pytree, so there this returns ``n`` raw
+    keys and the vmapped function builds one ``nnx.Rngs`` per key (``as_rngs``)."""
+    if "split" in vars(type(rngs)):  # a method, not the attribute-style stream ``rngs.split``
+        return rngs.split(n)
+    try:
+        return rngs.fork(split=n)
+    except TypeError:
+        return jax.random.split(rngs.default.key.value if hasattr(rngs, "default") else rngs(), n)
+
+
+def as_rngs(rngs_or_key):
+    """Inside a ``jax.vmap`` over ``fork_rngs(...)``: an ``nnx.Rngs`` either way."""
+    return rngs_or_key if isinstance(rngs_or_key, nnx.Rngs) else nnx.Rngs(rngs_or_key)
+
+
+#: flax 0.11+ Modules are JAX pytrees (so a plain ``jax.vmap`` can return one); flax 0.10's are not.
+MODULES_ARE_PYTREES = len(jax.tree_util.tree_leaves(nnx.Module())) == 0
