@@ -105,12 +105,16 @@ class Step:
 
     # -- the call ------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        fast = self._fast
-        if fast is not None and fast.epoch == _EPOCH[0]:
-            out = fast.call(self, args, kwargs)
-            if out is not _MISS:
-                return out
-        return self._slow_call(args, kwargs)
+        try:
+            fast = self._fast
+            if fast is not None and fast.epoch == _EPOCH[0]:
+                out = fast.call(self, args, kwargs)
+                if out is not _MISS:
+                    return out
+            return self._slow_call(args, kwargs)
+        except Exception as e:
+            _note_user_lines(e)
+            raise
 
     def _slow_call(self, args, kwargs):
         dyn_args, dyn_kwargs, statics = self._partition(args, kwargs)
@@ -343,3 +347,39 @@ class Fast:
             if plan.simple:
                 return state._rebuild_plain(plan.out_spec, new_leaves)
         return plan.apply(self.objects, new_leaves)
+
+
+def _note_user_lines(e):
+    """Add the user's ``file:line`` for every generated frame in the traceback (PEP 678 notes),
+    so the error points at the user's source, not only at the generated file."""
+    if getattr(e, "_hijaxc_noted", False) or not hasattr(e, "add_note"):
+        return
+    from . import location
+
+    lines = []
+    tb = e.__traceback__
+    while tb is not None:
+        mapped = location._ORIGINS.get(tb.tb_frame.f_code.co_filename)
+        if mapped:
+            where = mapped.get(tb.tb_lineno)
+            if where:
+                src = _source_line(where)
+                lines.append(f'  File "{where.rsplit(":", 1)[0]}", line {where.rsplit(":", 1)[1]}, '
+                             f"in {tb.tb_frame.f_code.co_name} (compiled by hijaxc)" + (f"\n    {src}" if src else ""))
+        tb = tb.tb_next
+    if lines:
+        e.add_note("hijaxc: raised while running compiled user code:\n" + "\n".join(lines))
+    try:
+        e._hijaxc_noted = True
+    except Exception:
+        pass
+
+
+def _source_line(where):
+    import linecache
+
+    path, _, line = where.rpartition(":")
+    try:
+        return linecache.getline(path, int(line)).strip()
+    except ValueError:
+        return ""
