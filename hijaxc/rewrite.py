@@ -92,7 +92,8 @@ class Rewriter(gast.NodeTransformer):
         self.generic_visit(node)
         if len(node.targets) == 1 and isinstance(node.targets[0], gast.Subscript):
             t = node.targets[0]
-            call = _call("setitem", [_load(t.value), t.slice, node.value, gast.Constant(self.loc(node), None)])
+            call = _call("setitem", [_load(t.value), _index_value(t.slice), node.value,
+                                     gast.Constant(self.loc(node), None)])
             return self._copy_loc(gast.Expr(value=call), node)
         return node
 
@@ -105,12 +106,26 @@ class Rewriter(gast.NodeTransformer):
             tmp_t, tmp_i = f"__hx_t{n}", f"__hx_i{n}"
             first = gast.Assign(
                 targets=[gast.Tuple(elts=[_name(tmp_t, gast.Store()), _name(tmp_i, gast.Store())], ctx=gast.Store())],
-                value=gast.Tuple(elts=[_load(t.value), t.slice], ctx=gast.Load()), type_comment=None)
+                value=gast.Tuple(elts=[_load(t.value), _index_value(t.slice)], ctx=gast.Load()),
+                type_comment=None)
             current = gast.Subscript(value=_name(tmp_t), slice=_name(tmp_i), ctx=gast.Load())
             new_value = gast.BinOp(left=current, op=node.op, right=node.value)
             call = _call("setitem", [_name(tmp_t), _name(tmp_i), new_value, gast.Constant(self.loc(node), None)])
             return [self._copy_loc(first, node), self._copy_loc(gast.Expr(value=call), node)]
         return node
+
+
+def _index_value(node):
+    """A subscript's index as an ordinary expression (``1:3`` -> ``slice(1, 3, None)``)."""
+    if isinstance(node, gast.Slice):
+        none = gast.Constant(None, None)
+        return gast.Call(func=_name("slice"), args=[_load(node.lower) if node.lower else none,
+                                                    _load(node.upper) if node.upper else none,
+                                                    _load(node.step) if node.step else none],
+                         keywords=[])
+    if isinstance(node, gast.Tuple):
+        return gast.Tuple(elts=[_index_value(e) for e in node.elts], ctx=gast.Load())
+    return _load(node)
 
 
 def _load(node):

@@ -122,7 +122,9 @@ def snapshot(root):
             items = tuple((k, walk(d[k], path + (k,))) for k in sorted(d) if k not in _HIDDEN)
             nodes = d.get("_pytree__nodes")
             if nodes is not None:  # flax >= 0.11: which attributes are data (drives nnx.state)
-                nodes = tuple(sorted((k, bool(nodes[k])) for k in d if k in nodes and k not in _HIDDEN))
+                is_data = (lambda k: k in nodes) if isinstance(nodes, (set, frozenset)) else (
+                    lambda k: bool(nodes.get(k, False)))
+                nodes = tuple(sorted((k, is_data(k)) for k in d if k not in _HIDDEN))
             return ("node", type(x).__name__, items, nodes)
         if isinstance(x, list):
             return ("list", tuple(walk(c, path + (i,)) for i, c in enumerate(x)))

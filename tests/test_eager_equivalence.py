@@ -150,7 +150,7 @@ def test_value_property_augassign():
 def test_set_value_get_value():
     def f(v, w):
         v.set_value(v.get_value() * 3)
-        w.set_value(w.get_value(index=0) + v.get_value())
+        w.set_value(w.get_value() + w.get_value(index=0) + v.get_value())
         return w.get_value()
 
     check_eager(lambda: (f, (var(2.0), var([5.0, 6.0]))), calls=2)
