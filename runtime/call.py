@@ -254,7 +254,7 @@ class Fast:
 
     __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
                  "n_leaves", "entry", "plan", "updates", "objects", "statics", "free", "containers",
-                 "donatable")
+                 "donatable", "ref_updates_")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
@@ -299,6 +299,7 @@ class Fast:
         f.epoch, f.n_args, f.kw_keys = epoch, len(args), tuple(kwargs)
         f.n_leaves, f.entry, f.plan, f.objects, f.statics = len(s.leaves), entry, plan, s.objects, statics
         f.updates = [(s.objects[k], i) for k, i in plan.var_updates]
+        f.ref_updates_ = [(s.objects[k], i) for k, i in plan.ref_updates]
         return f
 
     def call(self, step, args, kwargs):
@@ -344,6 +345,8 @@ class Fast:
         if plan is self.plan:
             for o, i in self.updates:
                 _set_raw(o, new_leaves[i])
+            for o, i in self.ref_updates_:
+                o._value = new_leaves[i]
             if plan.simple:
                 return state._rebuild_plain(plan.out_spec, new_leaves)
         return plan.apply(self.objects, new_leaves)

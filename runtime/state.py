@@ -284,11 +284,12 @@ class WriteBack:
     ``out_spec``: the return value; ``root_specs``: the threaded roots after the call (so a new
     global/closure value is not needed: roots keep identity)."""
 
-    __slots__ = ("var_updates", "fvar_updates", "struct", "new_specs", "out_spec", "n_in",
+    __slots__ = ("var_updates", "ref_updates", "fvar_updates", "struct", "new_specs", "out_spec", "n_in",
                  "simple", "_hash")
 
     def __init__(self):
         self.var_updates, self.fvar_updates, self.struct, self.new_specs = [], [], [], []
+        self.ref_updates = []
 
     # the plan rides in the output pytree as static aux data: jax compares/hashes it
     def __eq__(self, other):
@@ -300,6 +301,8 @@ class WriteBack:
     def apply(self, objects, leaves):
         for k, i in self.var_updates:
             _set_raw(objects[k], leaves[i])
+        for k, i in self.ref_updates:
+            objects[k]._value = leaves[i]
         if self.simple:
             return _rebuild_plain(self.out_spec, leaves)
         for k, i in self.fvar_updates:
@@ -488,7 +491,7 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True):
             else:
                 wb.var_updates.append((k, spec[4][1]))
         elif kind == "ref":
-            wb.var_updates.append((k, spec[1]))
+            wb.ref_updates.append((k, spec[1]))
         else:
             if not _same_shape(spec, old, leaves, merged.in_leaves):
                 wb.struct.append((k, spec))
