@@ -33,6 +33,7 @@ def render(fn_node, parsed, fn, analysis):
         f"    # fresh, trace-owned copies of the threaded objects; write-back plan out\n"
         f"    with __hx_trace.begin(__hx_leaves) as (__hx_args, __hx_kwargs, __hx_free):\n"
         f"        return __hx_trace.end({name}(*__hx_args, {call_kw}))\n")
+    _strip_signature_expressions(fn_node)
     py_fn = gast.gast_to_ast(fn_node)
     mod = ast.Module(body=[py_fn], type_ignores=[])
     ast.fix_missing_locations(mod)
@@ -62,6 +63,18 @@ def render(fn_node, parsed, fn, analysis):
     out_lines.extend("    " + line for line in pure_src.splitlines())
     out_lines.append(f"    return {name}, {pure_name}")
     return "\n".join(out_lines) + "\n", gen_map, user_free
+
+
+def _strip_signature_expressions(fn_node):
+    """Annotations and defaults of the compiled function are not re-evaluated in the generated
+    module (they may name the user's globals): defaults are bound from the live function's
+    ``__defaults__``/``__kwdefaults__`` instead, and annotations are dropped."""
+    a = fn_node.args
+    for arg in a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]:
+        arg.annotation = None
+    fn_node.returns = None
+    a.defaults = []
+    a.kw_defaults = [None] * len(a.kwonlyargs)
 
 
 def compile_module(source, gen_map, qualname):

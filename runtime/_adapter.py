@@ -174,3 +174,21 @@ def _install_epoch_hooks(cls):
 
 if not getattr(GRAPH_BASE.__setattr__, "__wrapped__", None):
     _install_epoch_hooks(GRAPH_BASE)
+
+
+def keep_variables_graph_leaves(variable_type):
+    """flax 0.10.4 treats every registered JAX pytree as a graph node, but hijaxc Variables are
+    pytrees *and* NNX Variables (graph leaves).  Where flax's ``is_node`` says yes to one of them,
+    teach it that Variables are leaves (flax itself checks Variables first everywhere else)."""
+    probe = object.__new__(variable_type)
+    if getattr(graph, "is_node", None) is None or not graph.is_node(probe):
+        return
+    original = graph.is_node
+
+    def is_node(x):
+        if isinstance(x, FlaxVariable):
+            return False
+        return original(x)
+
+    is_node.__wrapped__ = original
+    graph.is_node = is_node

@@ -244,7 +244,8 @@ class Trace:
                 self.ctx = self.merged = None
 
     def end(self, out):
-        new_leaves, plan = state.collect(self.merged, self.objects_spec, out, self.ctx)
+        new_leaves, plan = state.collect(self.merged, self.objects_spec, out, self.ctx,
+                                         default_where=self.step.where)
         return new_leaves, _PlanBox(plan)
 
 

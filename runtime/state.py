@@ -382,7 +382,7 @@ def _rebuild_plain(spec, leaves):
 _warned_lines = set()
 
 
-def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True):
+def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default_where="<unknown>:0"):
     """After the body: the output leaves and the write-back plan."""
     wb = WriteBack()
     n_in = len(s_objects_spec)
@@ -478,13 +478,15 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True):
                 in_leaf = old[4]
                 same = spec[4][0] == "leaf" and in_leaf[0] == "leaf" and leaves[spec[4][1]] is merged.in_leaves[in_leaf[1]]
                 if not same or changed_meta:
-                    where = (ctx.writes.get(id(objs[k])) if ctx else None) or "<unknown>"
+                    where = (ctx.writes.get(id(objs[k])) if ctx else None) or default_where
                     if where not in _warned_lines:
                         _warned_lines.add(where)
-                        warnings.warn(
+                        path, _, line = where.rpartition(":")
+                        warnings.warn_explicit(
                             f"hijaxc: a write to lojax {type(objs[k]).__name__} at {where} is dropped: "
                             "lojax Variables are passed by value (convert with to_hijax / "
-                            "vars_as(..., hijax=True) to keep the change).", stacklevel=2)
+                            "vars_as(..., hijax=True) to keep the change).", UserWarning,
+                            path or "<unknown>", int(line) if line.isdigit() else 0)
                 continue
             if changed_meta or spec[4][0] != "leaf" or old[4][0] != "leaf":
                 wb.struct.append((k, spec))

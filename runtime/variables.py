@@ -96,6 +96,9 @@ class Variable(nnx.Variable):
     ``ImmutableVariableError``.
     """
 
+    def __class_getitem__(cls, item):  # ``Variable[jax.Array]`` in annotations
+        return cls
+
     def __init_subclass__(cls, **kwargs):
         # Skip flax's own pytree registration (0.11+) and register ours, the same everywhere.
         super(nnx.Variable, cls).__init_subclass__(**kwargs)
@@ -250,6 +253,13 @@ def _render(v):
 
 
 def _size_comment(value):
+    try:
+        return _size_comment_or_fail(value)
+    except TypeError:  # extended dtypes (PRNG keys) have no NumPy itemsize
+        return ""
+
+
+def _size_comment_or_fail(value):
     leaves = [x for x in jax.tree.leaves(value) if hasattr(x, "dtype") and hasattr(x, "size")]
     if not leaves:
         return ""
@@ -344,6 +354,7 @@ def _register(cls):
 
 
 _register(Variable)
+_adapter.keep_variables_graph_leaves(Variable)
 jax.tree_util.register_pytree_node(Ref, lambda r: ((r._value,), None), lambda _, c: _ref_of(c[0]))
 
 # -- hijaxc counterparts of NNX Variable types ---------------------------------------------------
