@@ -9,6 +9,10 @@ Everything is feature detection (``hasattr`` / ``inspect``), never a version-str
   ``optimizer.update(model, grads)`` (flax 0.11+) vs ``nnx.Optimizer(model, tx)`` and
   ``optimizer.update(grads)`` (flax 0.10); re-exported from hijaxc's runtime adapter.
 - ``set_eval``: put a Module in inference mode (BatchNorm running averages, no Dropout).
+- ``fork_rngs`` / ``as_rngs``: ``rngs.fork(split=n)`` for a ``jax.vmap`` over layers (raw keys on
+  flax 0.10, where ``Rngs`` is not a JAX pytree).
+- ``MODULES_ARE_PYTREES``: whether a plain ``jax.vmap`` can return a Module (flax 0.11+).
+- ``read``: ``v[...]``, or ``.value`` for flax 0.10's ``VariableState``.
 """
 import jax
 from flax import nnx
@@ -48,7 +52,7 @@ def fork_rngs(rngs, n):
     try:
         return rngs.fork(split=n)
     except TypeError:
-        return jax.random.split(rngs.default.key.value if hasattr(rngs, "default") else rngs(), n)
+        return jax.random.split(rngs(), n)
 
 
 def as_rngs(rngs_or_key):
@@ -58,3 +62,12 @@ def as_rngs(rngs_or_key):
 
 #: flax 0.11+ Modules are JAX pytrees (so a plain ``jax.vmap`` can return one); flax 0.10's are not.
 MODULES_ARE_PYTREES = len(jax.tree_util.tree_leaves(nnx.Module())) == 0
+
+
+def read(v):
+    """``v[...]``; flax 0.10's ``VariableState`` (what ``nnx.split`` returns there) has only
+    ``.value``."""
+    try:
+        return v[...]
+    except TypeError:
+        return v.value

@@ -127,7 +127,7 @@ def pytree_values():
 
 
 @hijaxc.jit
-def linear(x, w, metrics: hijaxc.Variable):
+def linear(x, w, metrics: nnx.Variable):
     y = x @ w
     metrics['y_mean'] = jnp.mean(y)
     return y
@@ -337,10 +337,14 @@ def aliasing():
     cell("h(graphdef, state)")
     has_shared2 = HasShared()
     graphdef, state = nnx.split(has_shared2)
+    # flax 0.11+: the state holds has_shared2's own Variables, so the write shows there (as it
+    # would eagerly); flax 0.10's split copies them into VariableStates, so it does not.
+    split_shares_variables = state["a"] is has_shared2.a
     h(graphdef, state)
     print(has_shared2)
     h_ab = (int(has_shared2.a[...]), int(has_shared2.b[...]))
-    return {"f": f_result, "g": g_result, "g_ab": g_ab, "duplicates": duplicates, "h_ab": h_ab}
+    return {"f": f_result, "g": g_result, "g_ab": g_ab, "duplicates": duplicates, "h_ab": h_ab,
+            "split_shares_variables": split_shares_variables}
 
 
 def main():
