@@ -192,3 +192,31 @@ def keep_variables_graph_leaves(variable_type):
 
     is_node.__wrapped__ = original
     graph.is_node = is_node
+
+
+def is_escaped_tracer(x):
+    """A tracer that belongs to no live trace (it leaked out of an inner ``jax`` transform).
+
+    Where JAX records trace ancestry (``parent_trace``), a tracer of neither the current trace nor
+    one of its ancestors has escaped; elsewhere only invalidated traces are recognised (and JAX's
+    own UnexpectedTracerError, annotated by hijaxc, reports the rest)."""
+    t = getattr(x, "_trace", None)
+    if t is None:
+        return False
+    is_valid = getattr(t, "is_valid", None)
+    if is_valid is not None and not is_valid():
+        return True
+    try:
+        from jax._src import core as _core
+
+        cur = _core.trace_ctx.trace
+    except Exception:
+        return False
+    if not hasattr(cur, "parent_trace"):
+        return False
+    p = cur
+    while p is not None:
+        if p is t:
+            return False
+        p = getattr(p, "parent_trace", None)
+    return True

@@ -213,10 +213,11 @@ class Trace:
     """What one trace of a pure step needs: the split's specs and the static arguments.  The
     generated pure step calls ``begin`` (merge -> fresh objects) and ``end`` (collect)."""
 
-    __slots__ = ("step", "root_specs", "objects_spec", "statics", "ctx", "merged")
+    __slots__ = ("step", "root_specs", "objects_spec", "statics", "ctx", "merged", "paths")
 
     def __init__(self, step, s, statics):
         self.step = step
+        self.paths = s.paths
         self.root_specs, self.objects_spec, self.statics = s.root_specs, s.objects_spec, statics
 
     def __hash__(self):
@@ -245,7 +246,7 @@ class Trace:
 
     def end(self, out):
         new_leaves, plan = state.collect(self.merged, self.objects_spec, out, self.ctx,
-                                         default_where=self.step.where)
+                                         default_where=self.step.where, paths=self.paths)
         return new_leaves, _PlanBox(plan)
 
 
@@ -373,6 +374,11 @@ def _note_user_lines(e):
         tb = tb.tb_next
     if lines:
         e.add_note("hijaxc: raised while running compiled user code:\n" + "\n".join(lines))
+    if type(e).__name__ == "UnexpectedTracerError":
+        e.add_note("hijaxc: a Variable probably kept a value traced inside a JAX transform that "
+                   "hijaxc did not rewrite (e.g. a helper defined elsewhere calling jax.lax.scan); "
+                   "call the transform in the hijaxc.jit function itself, or pass and return the "
+                   "state explicitly.")
     try:
         e._hijaxc_noted = True
     except Exception:

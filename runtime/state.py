@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from . import _adapter, context, variables
-from .errors import AliasingError, InvalidValueError
+from .errors import AliasingError, InvalidValueError, TracerLeakError
 from .variables import Ref
 
 _get_raw, _set_raw, _get_meta = _adapter.get_raw, _adapter.set_raw, _adapter.get_metadata
@@ -382,7 +382,8 @@ def _rebuild_plain(spec, leaves):
 _warned_lines = set()
 
 
-def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default_where="<unknown>:0"):
+def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default_where="<unknown>:0",
+            paths=None):
     """After the body: the output leaves and the write-back plan."""
     wb = WriteBack()
     n_in = len(s_objects_spec)
@@ -434,6 +435,7 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
             raw = _get_raw(x)
             if check_values:
                 _check_value(x, raw)
+                _check_leak(x, raw, index.get(id(x)), paths, ctx, default_where)
             sub = visit(raw) if isinstance(raw, Ref) else leaf(raw)
             return ("var", type(x), dict(_get_meta(x)), variables.mode_of(x), sub)
         if isinstance(x, Ref):
@@ -548,6 +550,19 @@ def _same_child(a, b, out_leaves, in_leaves):
     if a[0] == "tuple":
         return len(a[1]) == len(b[1]) and all(_same_child(x, y, out_leaves, in_leaves) for x, y in zip(a[1], b[1]))
     return a[1] == b[1] and all(_same_child(x, y, out_leaves, in_leaves) for x, y in zip(a[2], b[2]))
+
+
+def _check_leak(v, raw, k, paths, ctx, default_where):
+    for x in jax.tree.leaves(raw):
+        if _adapter.is_tracer(x) and _adapter.is_escaped_tracer(x):
+            name = _fmt_path(paths[k]) if paths is not None and k is not None and k < len(paths) else type(v).__name__
+            where = (ctx.writes.get(id(v)) if ctx else None) or default_where
+            raise TracerLeakError(
+                f"{type(v).__name__} {name} (last written at {where}) holds a value traced inside a "
+                "JAX transform (scan / cond / fori_loop / grad / vmap ...) that hijaxc did not "
+                "rewrite, so its update cannot leave that transform.  Call the transform directly "
+                "in the hijaxc.jit function (hijaxc threads state through it), or pass and return "
+                "the state explicitly in the helper.")
 
 
 def _check_value(v, raw):
