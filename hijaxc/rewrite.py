@@ -87,6 +87,17 @@ class Rewriter(gast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    # threaded names are parameters of the body now: drop them from global/nonlocal declarations
+    # (only in-place mutation reaches this point: rebinding them is rejected by the analysis)
+    def visit_Global(self, node):
+        names = [n for n in node.names if n not in self.analysis.threaded]
+        if not names:
+            return self._copy_loc(gast.Pass(), node)
+        node.names = names
+        return node
+
+    visit_Nonlocal = visit_Global
+
     # 2. mutations
     def visit_Assign(self, node):
         self.generic_visit(node)

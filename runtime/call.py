@@ -64,6 +64,9 @@ class Step:
         self.aliasing = aliasing
         self.where = where
         self.jit_kwargs = dict(jit_kwargs or {})
+        # in/out shardings refer to the user's arguments and result, not to the flat step
+        self.user_in_shardings = self.jit_kwargs.pop("in_shardings", None)
+        self.user_out_shardings = self.jit_kwargs.pop("out_shardings", None)
         self.cache = {}
         self.max_cache = 64
         self.stats = {"traces": 0, "splits": 0, "fast_calls": 0}
@@ -124,7 +127,7 @@ class Step:
         if self.aliasing == "error":
             state.check_aliasing(s, self.where)
         try:
-            skey = (s.key, tuple((a, b, _hashable(c)) for a, b, c in statics))
+            skey = (s.key, tuple((a, b, _hashable(c)) for a, b, c in statics), _shardings_key(s.leaves))
             hash(skey)
         except TypeError as e:
             raise HijaxcError(f"static argument of {self.name} is not hashable: {e}") from None
@@ -213,11 +216,19 @@ class Trace:
     """What one trace of a pure step needs: the split's specs and the static arguments.  The
     generated pure step calls ``begin`` (merge -> fresh objects) and ``end`` (collect)."""
 
-    __slots__ = ("step", "root_specs", "objects_spec", "statics", "ctx", "merged", "paths")
+    __slots__ = ("step", "root_specs", "objects_spec", "statics", "ctx", "merged", "paths",
+                 "state_shardings")
 
     def __init__(self, step, s, statics):
         self.step = step
         self.paths = s.paths
+        # S11: each written-back Variable keeps the sharding its value had coming in
+        self.state_shardings = {}
+        for spec in s.objects_spec:
+            if spec[0] == "var" and spec[4][0] == "leaf":
+                sh = _pinned_sharding(s.leaves[spec[4][1]])
+                if sh is not None:
+                    self.state_shardings[spec[4][1]] = (sh, s.leaves[spec[4][1]].shape)
         self.root_specs, self.objects_spec, self.statics = s.root_specs, s.objects_spec, statics
 
     def __hash__(self):
@@ -239,14 +250,31 @@ class Trace:
                 else:
                     kwargs[k] = v
             self.ctx, self.merged = ctx, m
+            ok = False
             try:
+                ins = self.step.user_in_shardings
+                if ins is not None:
+                    args = [_constrain_tree(a, sh) if sh is not None and not _has_state(a) else a
+                            for a, sh in zip(args, ins if isinstance(ins, (tuple, list)) else [ins] * len(args))]
                 yield tuple(args), {k: v for k, v in kwargs.items() if v is not MISSING}, free
+                ok = True
             finally:
+                leaked = _restore_foreign_writes(ctx, m)
                 self.ctx = self.merged = None
+            if ok and leaked:
+                raise leaked
 
     def end(self, out):
+        if self.step.user_out_shardings is not None:
+            out = _constrain_tree(out, self.step.user_out_shardings)
         new_leaves, plan = state.collect(self.merged, self.objects_spec, out, self.ctx,
                                          default_where=self.step.where, paths=self.paths)
+        if self.state_shardings:
+            for k, i in plan.var_updates:
+                j = self.objects_spec[k][4][1]
+                pinned = self.state_shardings.get(j)
+                if pinned is not None and getattr(new_leaves[i], "shape", None) == pinned[1]:
+                    new_leaves[i] = jax.lax.with_sharding_constraint(new_leaves[i], pinned[0])
         return new_leaves, _PlanBox(plan)
 
 
@@ -393,3 +421,62 @@ def _source_line(where):
         return linecache.getline(path, int(line)).strip()
     except ValueError:
         return ""
+
+
+def _pinned_sharding(x):
+    """The sharding to keep for a state leaf: only multi-device shardings are pinned (single-device
+    placement is what jax.jit does anyway)."""
+    sh = getattr(x, "sharding", None)
+    if sh is None or _adapter.is_tracer(x):
+        return None
+    try:
+        if len(sh.device_set) <= 1:
+            return None
+    except Exception:
+        return None
+    return sh
+
+
+def _shardings_key(leaves):
+    out = None
+    for i, x in enumerate(leaves):
+        sh = _pinned_sharding(x) if isinstance(x, jax.Array) else None
+        if sh is not None:
+            out = (out or ()) + ((i, sh),)
+    return out
+
+
+def _has_state(x):
+    return bool(state.split([x], ["x"]).objects)
+
+
+def _constrain_tree(tree, sharding):
+    if isinstance(sharding, (tuple, list)) and isinstance(tree, (tuple, list)) and len(tree) == len(sharding):
+        return type(tree)(_constrain_tree(t, s_) for t, s_ in zip(tree, sharding))
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding)
+                        if hasattr(x, "shape") else x, tree)
+
+
+def _restore_foreign_writes(ctx, merged):
+    """Variables written during the trace that the step does not own (not threaded, not created
+    inside) now hold tracers: put their values back (S6) and report the first one."""
+    from .errors import TracerLeakError
+
+    leaked = None
+    for key, (v, old) in ctx.touched.items():
+        if key in merged.fresh_index or key in ctx.created:
+            continue
+        if any(_adapter.is_tracer(x) for x in jax.tree.leaves(old)):
+            continue  # it already held traced values: owned by this (or an inner) trace
+        if isinstance(v, state.Ref):
+            v._value = old
+        else:
+            _set_raw(v, old)
+        if leaked is None:
+            leaked = TracerLeakError(
+                f"{type(v).__name__} written at {ctx.writes.get(key, '<unknown>')} is not threaded "
+                "through this hijaxc.jit step (it is reached through a function hijaxc could not "
+                "rewrite, e.g. one without source, or through another function's globals), so the "
+                "traced value would leak. Pass it as an argument or close over it in the jitted "
+                "function.  Its value was left unchanged.")
+    return leaked

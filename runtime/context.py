@@ -16,10 +16,12 @@ _stack = _Stack()
 
 
 class StepContext:
-    __slots__ = ("writes",)
+    __slots__ = ("writes", "touched", "created")
 
     def __init__(self):
         self.writes = {}  # id(variable) -> "file:line" of the last write
+        self.touched = {}  # id(variable) -> (variable, raw value before the first write)
+        self.created = set()  # ids of Variables created while tracing
 
     def __enter__(self):
         _stack.frames.append(self)
@@ -34,7 +36,21 @@ def tracing():
     return bool(_stack.frames)
 
 
-def on_write(variable):
+def on_write(variable, old_raw=None):
     frames = _stack.frames
     if frames:
-        frames[-1].writes[id(variable)] = location.user_location(2)
+        ctx = frames[-1]
+        ctx.writes[id(variable)] = location.user_location(2)
+        if id(variable) not in ctx.touched:
+            ctx.touched[id(variable)] = (variable, old_raw)
+
+
+def on_create(variable):
+    frames = _stack.frames
+    if frames:
+        frames[-1].created.add(id(variable))
+
+
+def current():
+    frames = _stack.frames
+    return frames[-1] if frames else None

@@ -475,7 +475,7 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
             continue
         if kind == "var":
             hijax, _ = old[3]
-            changed_meta = spec[2] != old[2]
+            changed_meta = not _meta_equal(spec[2], old[2])
             if not hijax:
                 in_leaf = old[4]
                 same = spec[4][0] == "leaf" and in_leaf[0] == "leaf" and leaves[spec[4][1]] is merged.in_leaves[in_leaf[1]]
@@ -510,6 +510,23 @@ def _in_node_input(objects_spec, k):
     spec = objects_spec[k]
     return spec[0] in ("list", "dict") and any(c[0] == "static" and isinstance(c[1], _PY_SCALARS)
                                                for c in (spec[1] if spec[0] == "list" else [v for _, v in spec[1]]))
+
+
+def _meta_equal(a, b):
+    if a is b:
+        return True
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if x is y:
+            continue
+        try:
+            if not bool(x == y):
+                return False
+        except Exception:  # arrays and other values without a plain truth value
+            return False
+    return True
 
 
 def _plain(spec):

@@ -32,12 +32,13 @@ class Ref:
 
     def __init__(self, value):
         self._value = _as_array(value)
+        context.on_create(self)
 
     def __getitem__(self, idx):
         return self._value if idx is Ellipsis else self._value[idx]
 
     def __setitem__(self, idx, value):
-        context.on_write(self)
+        context.on_write(self, self._value)
         self._value = _assign(self._value, idx, value)
 
     @property
@@ -83,6 +84,10 @@ def _assign(old, idx, new):
     return jnp.asarray(old).at[idx].set(new)
 
 
+def _copy_raw(raw):
+    return _ref_of(raw._value) if isinstance(raw, Ref) else raw
+
+
 def _flags(v):
     return _get_meta(v)[FLAGS]
 
@@ -98,6 +103,28 @@ class Variable(nnx.Variable):
 
     def __class_getitem__(cls, item):  # ``Variable[jax.Array]`` in annotations
         return cls
+
+    # flax builds Variables without __init__ (merge, unflatten, copies): same bookkeeping
+    @classmethod
+    def from_metadata(cls, value, attributes):
+        return new(cls, value, dict(attributes))
+
+    @classmethod
+    def _new(cls, value, metadata):
+        return new(cls, value, dict(metadata))
+
+    def copy(self, *args, **kwargs):
+        return new(type(self), _copy_raw(_get_raw(self)), dict(_get_meta(self)))
+
+    def __copy__(self):
+        return self.copy()
+
+    def __deepcopy__(self, memo):
+        import copy as _copy
+
+        out = new(type(self), _copy.deepcopy(_get_raw(self), memo), _copy.deepcopy(dict(_get_meta(self)), memo))
+        memo[id(self)] = out
+        return out
 
     def __init_subclass__(cls, **kwargs):
         # Skip flax's own pytree registration (0.11+) and register ours, the same everywhere.
@@ -122,6 +149,7 @@ class Variable(nnx.Variable):
         meta.update(metadata)
         meta[FLAGS] = (hijax, ref, bool(mutable))
         _init_slots(self, Ref(value) if ref else value, meta)
+        context.on_create(self)
 
     # -- flags -------------------------------------------------------------------------------------
     @property
@@ -163,8 +191,8 @@ class Variable(nnx.Variable):
                 "mutable=False (convert it with vars_as(..., mutable=True) to write to it).")
         if isinstance(value, Variable):
             value = value.get_value()
-        context.on_write(self)
         raw = _get_raw(self)
+        context.on_write(self, raw)
         if isinstance(raw, Ref):
             raw._value = _assign(raw._value, index, value)
         else:
@@ -286,6 +314,7 @@ def new(cls, raw, meta):
     """Build a Variable of ``cls`` from its raw value and metadata without ``__init__``."""
     v = object.__new__(cls)
     _init_slots(v, raw, meta)
+    context.on_create(v)
     return v
 
 

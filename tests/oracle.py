@@ -26,6 +26,7 @@ for the eager run; the ``state`` objects (globals/closure objects ``fn`` uses) a
 before, run eagerly, snapshotted, restored to their saved values, then used by the compiled run.
 Only values are restored (not new attributes), so use the factory form for structural changes.
 """
+import contextlib
 import copy
 import dataclasses
 
@@ -240,19 +241,22 @@ def _compare(eager_pics, jit_pics, rtol, atol):
             raise AssertionError(f"call {i + 1}: {e}") from None
 
 
-def check_eager(fn, *args, state=None, calls=1, jit=None, rtol=1e-5, atol=1e-6, **kwargs):
+def check_eager(fn, *args, state=None, calls=1, jit=None, rtol=1e-5, atol=1e-6,
+                eager_context=contextlib.nullcontext, **kwargs):
     """Check ``hijaxc.jit(fn)`` against eager execution (see the module docstring).
 
     ``fn`` alone is a factory ``make()``; with arguments (or ``state=``) it is the function itself
     and the deep-copy form is used.  ``calls``: how many times each run calls the function (state
-    must evolve the same way); ``jit``: options for ``hijaxc.jit``.  Returns
+    must evolve the same way); ``jit``: options for ``hijaxc.jit``; ``eager_context``: a context
+    manager factory entered around the eager run only (e.g. Python reference control flow).  Returns
     ``(eager_outputs, jit_outputs, eager_case, jit_case)`` (one output per call) for extra checks.
     """
     jit = dict(jit or {})
     if not args and not kwargs and state is None:
         # one instance at a time: a factory may rebind module globals for its instance
         e_case = _as_case(fn())
-        eager_pics, eager_outs = _run(e_case, e_case.eager or e_case.fn, calls)
+        with eager_context():
+            eager_pics, eager_outs = _run(e_case, e_case.eager or e_case.fn, calls)
         j_case = _as_case(fn())
         if e_case.state and any(a is b for a, b in zip(e_case.state, j_case.state)):
             raise AssertionError("make() must build fresh state objects on every call")
@@ -264,7 +268,8 @@ def check_eager(fn, *args, state=None, calls=1, jit=None, rtol=1e-5, atol=1e-6, 
     state = tuple(state or ())
     saved = copy.deepcopy(state)
     e_case = Case(fn, *copy.deepcopy((args, kwargs)), state)
-    eager_pics, eager_outs = _run(e_case, fn, calls)
+    with eager_context():
+        eager_pics, eager_outs = _run(e_case, fn, calls)
     for obj, old in zip(state, saved):
         _restore(obj, old)
     j_case = Case(fn, args, kwargs, state)
@@ -292,11 +297,12 @@ def optimizer(model, tx):
 
 
 def opt_update(opt, model, grads):
-    """``opt.update(model, grads)`` (0.11+) / ``opt.update(grads)`` (0.10.4 keeps ``opt.model``)."""
-    if hasattr(opt, "model"):
-        opt.update(grads)
-    else:
-        opt.update(model, grads)
+    """``opt.update(model, grads)`` (0.11+) / ``opt.update(grads)`` (0.10.4 keeps ``opt.model``).
+    Gradients that come back as a Module (``jax.grad`` of a Module) are given to flax 0.10.4 as the
+    ``nnx.State`` its Optimizer expects (flax 0.11+ Modules are pytrees and are accepted as they are)."""
+    from hijaxc.runtime._adapter import optimizer_update
+
+    optimizer_update(opt, model, grads)
 
 
 def _restore(obj, old):
