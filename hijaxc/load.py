@@ -54,7 +54,7 @@ def render(fn_node, parsed, fn, analysis):
     gen_map = {}
     for i, line in enumerate(lines, start=1):
         orig = line_map.get(i)
-        text = "    " + line
+        text = "    " + line if line.strip() else ""
         if orig is not None:
             text += f"  # {parsed.filename}:{orig}"
             gen_map[len(out_lines) + 1] = f"{parsed.filename}:{orig}"

@@ -216,11 +216,12 @@ class Trace:
     """What one trace of a pure step needs: the split's specs and the static arguments.  The
     generated pure step calls ``begin`` (merge -> fresh objects) and ``end`` (collect)."""
 
-    __slots__ = ("step", "root_specs", "objects_spec", "statics", "ctx", "merged", "paths",
+    __slots__ = ("step", "root_specs", "objects_spec", "statics", "_tls", "paths",
                  "state_shardings")
 
     def __init__(self, step, s, statics):
         self.step = step
+        self._tls = threading.local()  # two threads may trace the same structure at once
         self.paths = s.paths
         # S11: each written-back Variable keeps the sharding its value had coming in
         self.state_shardings = {}
@@ -249,7 +250,8 @@ class Trace:
                     args[k] = v
                 else:
                     kwargs[k] = v
-            self.ctx, self.merged = ctx, m
+            tls = self._tls
+            tls.ctx, tls.merged = ctx, m
             ok = False
             try:
                 ins = self.step.user_in_shardings
@@ -260,14 +262,15 @@ class Trace:
                 ok = True
             finally:
                 leaked = _restore_foreign_writes(ctx, m)
-                self.ctx = self.merged = None
+                tls.ctx = tls.merged = None
             if ok and leaked:
                 raise leaked
 
     def end(self, out):
         if self.step.user_out_shardings is not None:
             out = _constrain_tree(out, self.step.user_out_shardings)
-        new_leaves, plan = state.collect(self.merged, self.objects_spec, out, self.ctx,
+        tls = self._tls
+        new_leaves, plan = state.collect(tls.merged, self.objects_spec, out, tls.ctx,
                                          default_where=self.step.where, paths=self.paths)
         if self.state_shardings:
             for k, i in plan.var_updates:
