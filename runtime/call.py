@@ -8,6 +8,7 @@ list, calls the compiled step, and writes the outputs back by index.
 """
 import contextlib
 import functools
+import itertools
 import sys
 import threading
 import warnings
@@ -283,20 +284,27 @@ class Trace:
 
 class Fast:
     """The steady-state call: valid while the epoch is unchanged and the roots are the same
-    objects.  Reads Variables' raw values by index, calls the jitted step, writes back by index."""
+    objects.  Reads Variables' raw values by index, calls the jitted step, writes back by index.
+
+    Everything per call is a C-level ``map`` over precomputed lists where the layout allows it (it
+    does for the usual ``step(model, optimizer, x, y)``): the Variables' leaves come first, in
+    order, then the plain arguments; the written-back leaves come first in the outputs."""
 
     __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
-                 "n_leaves", "entry", "plan", "updates", "objects", "statics", "free", "containers",
-                 "donatable", "ref_updates_")
+                 "n_leaves", "entry", "plan", "updates", "objects", "statics", "free",
+                 "dicts", "lists", "container_sig", "donatable", "ref_updates_", "var_objs",
+                 "contiguous", "update_objs", "updates_in_order", "full_mask")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
         # only the simple, common shape: every argument is a stateful object or a plain leaf
         f = cls()
         vals = tuple(args) + tuple(kwargs.values())
-        arg_specs = list(s.root_specs[0][1]) + [c for _, c in s.objects_spec[s.root_specs[1][1]][1]] \
-            if s.root_specs[1][0] == "obj" else None
-        if arg_specs is None or len(arg_specs) != len(vals):
+        if s.root_specs[1][0] != "obj":
+            return None
+        kwargs_k = s.root_specs[1][1]
+        arg_specs = list(s.root_specs[0][1]) + [c for _, c in s.objects_spec[kwargs_k][1]]
+        if len(arg_specs) != len(vals):
             return None
         f.checks, f.leaf_pos = [], []
         for i, (v, spec) in enumerate(zip(vals, arg_specs)):
@@ -314,7 +322,8 @@ class Fast:
             if spec[0] == "leaf":
                 return None
             f.free.append(v)
-        f.var_slots, f.ref_slots, f.containers, f.donatable = [], [], [], []
+        f.var_slots, f.ref_slots, f.donatable = [], [], []
+        f.dicts, f.lists = [], []
         for k, spec in enumerate(s.objects_spec):
             o = s.objects[k]
             if spec[0] == "var" and spec[4][0] == "leaf":
@@ -326,17 +335,27 @@ class Fast:
             elif spec[0] == "fvar":
                 return None
             elif spec[0] == "list":
-                f.containers.append((o, tuple(o)))
-            elif spec[0] == "dict":
-                f.containers.append((o, tuple(o.items())))
+                f.lists.append(o)
+            elif spec[0] == "dict" and k != kwargs_k:
+                f.dicts.append(o)
+        f.container_sig = _container_sig(f.dicts, f.lists)
         f.epoch, f.n_args, f.kw_keys = epoch, len(args), tuple(kwargs)
         f.n_leaves, f.entry, f.plan, f.objects, f.statics = len(s.leaves), entry, plan, s.objects, statics
         f.updates = [(s.objects[k], i) for k, i in plan.var_updates]
         f.ref_updates_ = [(s.objects[k], i) for k, i in plan.ref_updates]
+        # layout fast paths
+        nv = len(f.var_slots)
+        f.var_objs = [o for _, o in f.var_slots]
+        f.contiguous = ([i for i, _ in f.var_slots] == list(range(nv)) and not f.ref_slots
+                        and sorted(i for i, _ in f.leaf_pos) == list(range(nv, f.n_leaves)))
+        f.leaf_pos.sort()
+        f.update_objs = [o for o, _ in f.updates]
+        f.updates_in_order = [i for _, i in f.updates] == list(range(len(f.updates)))
+        f.full_mask = tuple(f.donatable)
         return f
 
     def call(self, step, args, kwargs):
-        if len(args) != self.n_args or tuple(kwargs) != self.kw_keys:
+        if len(args) != self.n_args or (kwargs and tuple(kwargs) != self.kw_keys):
             return _MISS
         vals = args + tuple(kwargs.values()) if kwargs else args
         for i, o in self.checks:
@@ -348,25 +367,37 @@ class Fast:
             for a, b in zip(step.free_values(), self.free):
                 if a is not b:
                     return _MISS
-        for c, items in self.containers:
-            if len(c) != len(items) or not all(
-                    (a is b) if not isinstance(c, dict) else (a[0] == b[0] and a[1] is b[1])
-                    for a, b in zip(c.items() if isinstance(c, dict) else c, items)):
-                return _MISS
-        leaves = [None] * self.n_leaves
-        for i, o in self.var_slots:
-            leaves[i] = _get_raw(o)
-        for i, o in self.ref_slots:
-            leaves[i] = o._value
-        for i, p in self.leaf_pos:
-            x = vals[p]
-            if type(x) not in _LEAF_TYPES:
-                return _MISS
-            leaves[i] = x
+        if (self.dicts or self.lists) and _container_sig(self.dicts, self.lists) != self.container_sig:
+            return _MISS
+        if self.contiguous:
+            leaves = list(map(_get_raw, self.var_objs))
+            for _, p in self.leaf_pos:
+                x = vals[p]
+                if type(x) not in _LEAF_TYPES:
+                    return _MISS
+                leaves.append(x)
+        else:
+            leaves = [None] * self.n_leaves
+            for i, o in self.var_slots:
+                leaves[i] = _get_raw(o)
+            for i, o in self.ref_slots:
+                leaves[i] = o._value
+            for i, p in self.leaf_pos:
+                x = vals[p]
+                if type(x) not in _LEAF_TYPES:
+                    return _MISS
+                leaves[i] = x
         mask = ()
-        if step.donate == "auto" or step.donate is True:
-            mask = tuple(i for i in self.donatable
-                         if type(leaves[i]) is _ArrayImpl and _getrefcount(leaves[i]) <= 3)
+        donatable = self.donatable
+        if donatable and (step.donate == "auto" or step.donate is True):
+            # a leaf held only by its Variable's slot (+ ``leaves`` + ``picked`` + the argument)
+            picked = [leaves[i] for i in donatable]
+            counts = list(map(_getrefcount, picked))
+            del picked
+            if max(counts) <= 4:
+                mask = self.full_mask
+            else:
+                mask = tuple(i for i, c in zip(donatable, counts) if c <= 4)
         entry = self.entry
         jitted = entry.jitted.get(mask)
         if jitted is None:
@@ -376,13 +407,24 @@ class Fast:
         step.stats["fast_calls"] += 1
         plan = box.plan
         if plan is self.plan:
-            for o, i in self.updates:
-                _set_raw(o, new_leaves[i])
+            if self.updates_in_order:
+                for _ in map(_set_raw, self.update_objs, new_leaves):
+                    pass
+            else:
+                for o, i in self.updates:
+                    _set_raw(o, new_leaves[i])
             for o, i in self.ref_updates_:
                 o._value = new_leaves[i]
             if plan.simple:
                 return state._rebuild_plain(plan.out_spec, new_leaves)
         return plan.apply(self.objects, new_leaves)
+
+
+def _container_sig(dicts, lists):
+    """Identity signature of the plain lists/dicts in a graph (they change without __setattr__)."""
+    chain = itertools.chain.from_iterable
+    return (tuple(map(len, dicts)), tuple(chain(dicts)), tuple(map(id, chain(map(dict.values, dicts)))),
+            tuple(map(len, lists)), tuple(map(id, chain(lists))))
 
 
 def _note_user_lines(e):
