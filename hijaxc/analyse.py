@@ -48,8 +48,16 @@ class Analysis:
 def analyse(parsed, fn):
     node = parsed.node
     filename, off = parsed.filename, parsed.line_offset
+    # one walk collects what every check below needs
+    declared = {}
+    assigns = []
     for n in gast.walk(node):
-        if isinstance(n, (gast.Yield, gast.YieldFrom)):
+        if isinstance(n, (gast.Global, gast.Nonlocal)):
+            for name in n.names:
+                declared[name] = n
+        elif isinstance(n, (gast.Assign, gast.AugAssign, gast.AnnAssign)):
+            assigns.append(n)
+        elif isinstance(n, (gast.Yield, gast.YieldFrom)):
             raise UnsupportedSyntaxError(
                 f"`yield` in {fn.__qualname__}: hijaxc.jit compiles functions, not generators",
                 filename, n.lineno + off)
@@ -80,16 +88,9 @@ def analyse(parsed, fn):
             continue
         threaded.append(name)
     # ``global x`` / ``nonlocal x`` followed by an assignment rebinds x: unsupported if x is threaded
-    declared = {}
-    for n in gast.walk(node):
-        if isinstance(n, (gast.Global, gast.Nonlocal)):
-            for name in n.names:
-                declared[name] = n
     rebinds = set()
-    for n in gast.walk(node):
-        targets = []
-        if isinstance(n, (gast.Assign, gast.AugAssign, gast.AnnAssign)):
-            targets = n.targets if isinstance(n, gast.Assign) else [n.target]
+    for n in assigns if declared else ():
+        targets = n.targets if isinstance(n, gast.Assign) else [n.target]
         for t in targets:
             if isinstance(t, gast.Name) and t.id in declared:
                 rebinds.add(t.id)
