@@ -268,7 +268,16 @@ def _where(fn):
 
 
 # --- loops ----------------------------------------------------------------------------------------
+def _reject_stateful_carry(name, init):
+    if _holds_state(init) or _is_graphy(init):
+        raise HijaxcError(
+            f"{name}: the loop carry holds Variables/Modules; hijaxc threads state that the loop "
+            "body reaches by closure (or, for scan, through xs), not through the carry. Close over "
+            "the objects in the body and keep only arrays in the carry.")
+
+
 def fori_loop(lower, upper, body_fun, init_val, **kwargs):
+    _reject_stateful_carry("fori_loop", init_val)
     cap = _capture(body_fun)
     if not cap.slots:
         return jax.lax.fori_loop(lower, upper, body_fun, init_val, **kwargs)
@@ -286,6 +295,7 @@ def fori_loop(lower, upper, body_fun, init_val, **kwargs):
 
 
 def while_loop(cond_fun, body_fun, init_val):
+    _reject_stateful_carry("while_loop", init_val)
     cap = _capture(cond_fun, body_fun)
     if not cap.slots:
         return jax.lax.while_loop(cond_fun, body_fun, init_val)
@@ -308,6 +318,7 @@ def while_loop(cond_fun, body_fun, init_val):
 
 
 def scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
+    _reject_stateful_carry("scan", init)
     graph_xs = xs is not None and _is_graphy(xs)
     cap = _capture(f)
     if not cap.slots and not graph_xs:
@@ -337,36 +348,46 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
 
 
 # --- branches -------------------------------------------------------------------------------------
+def _stateful_operands(operands):
+    return any(_holds_state(o) or _is_graphy(o) for o in operands)
+
+
 def cond(pred, true_fun, false_fun, *operands, **kwargs):
-    cap = _capture(true_fun, false_fun)
+    # Operands that hold Variables/Modules are passed to the branches as the same objects (by
+    # closure), their values threaded like captured state: a write through them is kept.
+    by_ref = _stateful_operands(operands)
+    cap = _capture(true_fun, false_fun, operands=operands if by_ref else ())
     if not cap.slots:
         return jax.lax.cond(pred, true_fun, false_fun, *operands, **kwargs)
 
     def branch(fn):
         def run(st, *ops):
             with cap.inside(st):
-                out = fn(*ops)
+                out = fn(*(operands if by_ref else ops))
                 return out, cap.read()
         return run
 
-    out, st = jax.lax.cond(pred, branch(true_fun), branch(false_fun), cap.read(), *operands, **kwargs)
+    ops = () if by_ref else operands
+    out, st = jax.lax.cond(pred, branch(true_fun), branch(false_fun), cap.read(), *ops, **kwargs)
     cap.write(st)
     return out
 
 
 def switch(index, branches, *operands, **kwargs):
-    cap = _capture(*branches)
+    by_ref = _stateful_operands(operands)
+    cap = _capture(*branches, operands=operands if by_ref else ())
     if not cap.slots:
         return jax.lax.switch(index, branches, *operands, **kwargs)
 
     def branch(fn):
         def run(st, *ops):
             with cap.inside(st):
-                out = fn(*ops)
+                out = fn(*(operands if by_ref else ops))
                 return out, cap.read()
         return run
 
-    out, st = jax.lax.switch(index, [branch(b) for b in branches], cap.read(), *operands, **kwargs)
+    ops = () if by_ref else operands
+    out, st = jax.lax.switch(index, [branch(b) for b in branches], cap.read(), *ops, **kwargs)
     cap.write(st)
     return out
 
