@@ -51,7 +51,7 @@ def analyse(parsed, fn):
     # one walk collects what every check below needs
     declared = {}
     assigns = []
-    for n in gast.walk(node):
+    for n in _own_nodes(node):
         if isinstance(n, (gast.Global, gast.Nonlocal)):
             for name in n.names:
                 declared[name] = n
@@ -105,6 +105,19 @@ def analyse(parsed, fn):
                         f"({t.id}[...] = ...) or return the new value instead", filename, t.lineno + off)
     threaded = [n for n in threaded if n not in rebinds]
     return Analysis(free, threaded, set(closure) & set(free), rebinds)
+
+
+def _own_nodes(root):
+    """Every node of ``root`` outside nested functions and lambdas (a nested generator is fine)."""
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        yield n
+        for c in gast.iter_child_nodes(n):
+            if not isinstance(c, (gast.FunctionDef, gast.AsyncFunctionDef, gast.Lambda)):
+                stack.append(c)
+            else:
+                yield c  # the def itself (its name binding), not its body
 
 
 def is_static_callable(value):

@@ -37,9 +37,12 @@ def transform(fn):
         try:
             parsed = parse.parse(fn)
         except SourceUnavailableError as e:
-            warnings.warn(f"hijaxc: {e}; falling back to threading arguments and closure cells "
-                          "without rewriting the function (globals it reads are not threaded).",
-                          stacklevel=4)
+            where = _rt.location.user_location()
+            path, _, line = where.rpartition(":")
+            warnings.warn_explicit(
+                f"hijaxc: {e}; falling back to threading arguments and closure cells without "
+                "rewriting the function (globals it reads are not threaded).", UserWarning,
+                path, int(line) if line.isdigit() else 0)
             t.fallback, t.source, t.codes, t.analysis = True, None, None, None
             t.threaded = tuple(n for n, c in zip(fn.__code__.co_freevars, fn.__closure__ or ()))
             return t

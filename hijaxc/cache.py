@@ -8,7 +8,9 @@ import threading
 import weakref
 
 _cache = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+# Held while transforming too: CPython's ast module is not safe to use from several threads at
+# once, and a transform costs milliseconds.
+_lock = threading.RLock()
 TRANSFORMS = [0]
 
 
@@ -19,11 +21,10 @@ def get_or_make(fn, make, options_key):
         per_code = _cache.get(code)
         if per_code is not None and key in per_code:
             return per_code[key]
-    result = make()
-    TRANSFORMS[0] += 1
-    with _lock:
+        result = make()
+        TRANSFORMS[0] += 1
         _cache.setdefault(code, {})[key] = result
-    return result
+        return result
 
 
 def clear():

@@ -46,8 +46,9 @@ def parse(fn):
     if fn.__name__ == "<lambda>":
         return _parse_lambda(fn, source, filename, start)
     if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR):
-        raise UnsupportedSyntaxError(f"{fn.__qualname__} is a generator; hijaxc.jit needs a function "
-                                     "that returns", filename, code.co_firstlineno)
+        raise UnsupportedSyntaxError(f"{fn.__qualname__} is a generator (`yield`); hijaxc.jit needs "
+                                     "a function that returns", filename,
+                                     _first_yield_line(source, start) or code.co_firstlineno)
     if code.co_flags & inspect.CO_COROUTINE:
         raise UnsupportedSyntaxError(f"{fn.__qualname__} is an async function; hijaxc.jit cannot "
                                      "compile coroutines", filename, code.co_firstlineno)
@@ -89,3 +90,19 @@ def _parse_lambda(fn, source, filename, start):
 
 def source_line(filename, lineno):
     return linecache.getline(filename, lineno).rstrip()
+
+
+def _first_yield_line(source, start):
+    try:
+        node = gast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    stack = list(gast.iter_child_nodes(node))
+    lines = []
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (gast.Yield, gast.YieldFrom)):
+            lines.append(n.lineno)
+        if not isinstance(n, (gast.FunctionDef, gast.AsyncFunctionDef, gast.Lambda)):
+            stack.extend(gast.iter_child_nodes(n))
+    return min(lines) + start - 1 if lines else None

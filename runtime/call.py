@@ -42,12 +42,11 @@ jax.tree_util.register_pytree_node(_PlanBox, lambda b: ((), b.plan), lambda plan
 class Entry:
     """One traced structure: the jitted pure step (per donation mask) and its specs."""
 
-    __slots__ = ("pure", "jitted", "n_leaves", "var_leaf_idx", "split")
+    __slots__ = ("pure", "jitted")
 
-    def __init__(self, pure, split_):
+    def __init__(self, pure):
         self.pure = pure
-        self.jitted = {}
-        self.split = split_
+        self.jitted = {}  # donation mask -> jax.jit object
 
 
 class Step:
@@ -133,9 +132,11 @@ class Step:
         except TypeError as e:
             raise HijaxcError(f"static argument of {self.name} is not hashable: {e}") from None
         with self._lock:
-            entry = self.cache.get(skey)
-            if entry is None:
-                entry = Entry(self._make_pure(s, statics), s)
+            entry = self.cache.pop(skey, None)  # re-inserted below: least recently used goes first
+            if entry is not None:
+                self.cache[skey] = entry
+            else:
+                entry = Entry(self._make_pure(s, statics))
                 if len(self.cache) >= self.max_cache:
                     self.cache.pop(next(iter(self.cache)))
                 self.cache[skey] = entry
@@ -163,8 +164,8 @@ class Step:
         for k, spec in enumerate(s.objects_spec):
             if spec[0] == "var" and spec[3][0] and spec[4][0] == "leaf":
                 i = spec[4][1]
-                x = leaves[i]
-                if isinstance(x, jax.Array) and not _adapter.is_tracer(x) and _getrefcount(x) <= 3:
+                # no local name for the leaf: it would be one more reference
+                if type(leaves[i]) is _ArrayImpl and _getrefcount(leaves[i]) <= 3:
                     out.append(i)
         return tuple(out)
 

@@ -434,7 +434,7 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
         if isinstance(x, _adapter.FlaxVariable) and not _adapter.is_flax_hijax(x):
             raw = _get_raw(x)
             if check_values:
-                _check_value(x, raw)
+                _check_value(x, raw, index.get(id(x)), paths, ctx, default_where)
                 _check_leak(x, raw, index.get(id(x)), paths, ctx, default_where)
             sub = visit(raw) if isinstance(raw, Ref) else leaf(raw)
             return ("var", type(x), dict(_get_meta(x)), variables.mode_of(x), sub)
@@ -582,13 +582,15 @@ def _check_leak(v, raw, k, paths, ctx, default_where):
                 "the state explicitly in the helper.")
 
 
-def _check_value(v, raw):
+def _check_value(v, raw, k=None, paths=None, ctx=None, default_where="<unknown>:0"):
     for x in jax.tree.leaves(raw):
         if not (isinstance(x, _ARRAY_TYPES) or _adapter.is_tracer(x)):
+            name = _fmt_path(paths[k]) if paths is not None and k is not None and k < len(paths) else "(created inside)"
+            where = (ctx.writes.get(id(v)) if ctx else None) or default_where
             raise InvalidValueError(
-                f"{type(v).__name__} holds a non-array value of type {type(x).__name__} "
-                f"({x!r:.60}) inside a hijaxc step; Variables threaded through a step may only "
-                "hold arrays (or pytrees of arrays).")
+                f"{type(v).__name__} {name} holds a non-array value of type {type(x).__name__} "
+                f"({x!r:.60}) at {where}; Variables threaded through a hijaxc step may only hold "
+                "arrays (or pytrees of arrays).")
 
 
 def _rebuild_abstract(plan, s, new_leaves):

@@ -191,6 +191,10 @@ class Variable(nnx.Variable):
                 "mutable=False (convert it with vars_as(..., mutable=True) to write to it).")
         if isinstance(value, Variable):
             value = value.get_value()
+        if isinstance(value, (str, bytes)) and context.tracing():
+            raise InvalidValueError(
+                f"cannot store {type(value).__name__} {value!r:.40} in {type(self).__name__} at "
+                f"{where or location.user_location()}: inside a hijaxc step Variables hold arrays")
         raw = _get_raw(self)
         context.on_write(self, raw)
         if isinstance(raw, Ref):

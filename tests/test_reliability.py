@@ -278,7 +278,8 @@ STAGES = {
     "writeback_apply_raises": (_no_fault, (RuntimeError, "injected write-back failure"),
                                _inject_apply_failure, {}, X_GOOD),
 }
-_XFAIL = {"execution_donated": _DONATION_LOST, "writeback": _WRITEBACK_PARTIAL}
+_XFAIL = {"execution_donated": _DONATION_LOST, "writeback": _WRITEBACK_PARTIAL,
+          "writeback_apply_raises": _DONATION_LOST}
 
 
 def _stage_params():
@@ -291,7 +292,7 @@ def _stage_params():
             # an execution failure (or WriteBack.apply raising) on it still finds the old arrays
             # alive: those first-call cases pass, and will fail like execution_donated-steady_state
             # once the first call donates.
-            fails = stage in _XFAIL and not (path == "first_call" and stage == "execution_donated")
+            fails = stage in _XFAIL or (stage == "writeback_apply_raises" and path == "first_call")
             marks = [pytest.mark.xfail(strict=True, reason=_XFAIL[stage])] if fails else []
             out.append(pytest.param(stage, path, marks=marks, id=f"{stage}-{path}"))
     return out
@@ -533,16 +534,7 @@ def _ref_immutable():
     return hijaxc.Variable(jnp.zeros(3), ref=True, mutable=False)  # <- ref + immutable
 
 
-_ROW_BUGS = {
-    "yield_inside": "BUG: hijaxc/parse.py rejects a generator by its code flags at the `def` line "
-                    "before hijaxc/analyse.py can point at the `yield` itself",
-    "store_str_via_setitem": "BUG: `v[...] = 'str'` raises jax's own TypeError (from "
-                             "runtime/variables.py _assign), not InvalidValueError naming the Variable",
-    "store_object_via_value": "BUG: runtime/state.py _check_value's InvalidValueError cites no "
-                              "file:line (and names the Variable by type only, not as args[0])",
-    "store_str_in_dict_variable": "BUG: runtime/state.py _check_value's InvalidValueError cites no "
-                                  "file:line (and names the Variable by type only, not as args[0])",
-}
+_ROW_BUGS = {}
 
 
 def _rows():
@@ -550,7 +542,7 @@ def _rows():
     jit_call = lambda fn, *a: (lambda: hijaxc.jit(fn)(*a))  # noqa: E731
     return {
         "generator": (lambda v: jit_call(_gen_fn, v), hijaxc.UnsupportedSyntaxError,
-                      ("_gen_fn",), (def_line(_gen_fn),)),
+                      ("_gen_fn",), (def_line(_gen_fn), line_of(_gen_fn, "yield"))),
         "async_def": (lambda v: jit_call(_async_fn, v), hijaxc.UnsupportedSyntaxError,
                       ("_async_fn",), (def_line(_async_fn),)),
         "yield_inside": (lambda v: jit_call(_yield_inside, v), hijaxc.UnsupportedSyntaxError,
@@ -602,8 +594,6 @@ def test_bad_input(row):
         assert "args[1]" in msg, msg
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: hijaxc/analyse.py walks nested function bodies too and rejects any `yield` in them"))
 def test_bad_input_nested_generator_helper_is_not_rejected():
     """A generator *helper* defined inside the body is ordinary Python that traces fine: only the
     compiled function itself being a generator is unsupported."""
@@ -626,9 +616,6 @@ def _call_exec_function(fn, v):
     return hijaxc.jit(fn)(v, jnp.ones(3))  # <- call of the exec'd function
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the fallback warning (hijaxc/api.py transform, stacklevel=4) is attributed to "
-    "hijaxc/api.py itself: the transform runs lazily under JitFunction.step, deeper than assumed"))
 def test_source_unavailable_warns_at_the_call_and_still_threads_arguments():
     ns = {}
     exec(_EXEC_SRC, {"jnp": jnp}, ns)
@@ -733,11 +720,6 @@ def test_threads_first_call_race():
         _check_threads([2, 3, 4, 5] * 2, calls=2, fn=_slow_trace_train)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "BUG (a race: fails in most runs, not all): hijaxc/cache.py get_or_make runs the transform "
-    "outside its lock, and CPython 3.11's ast module is not thread-safe: concurrent first calls "
-    "of compiled functions raise SystemError('AST constructor recursion depth mismatch') from "
-    "hijaxc/load.py render (ast.parse / ast.unparse)"))
 def test_concurrent_transforms():
     from hijaxc import cache as hx_cache
 
@@ -865,10 +847,6 @@ def test_structures_beyond_max_cache_are_evicted_and_stay_correct():
     assert f.step.stats["traces"] >= 10  # evicted structures were traced again, not served stale
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Step's cache evicts in insertion order (runtime/call.py _slow_call: "
-    "`self.cache.pop(next(iter(self.cache)))`), not least-recently-used, so the structure in use "
-    "every call is evicted and retraced by a stream of one-off structures"))
 def test_hot_structure_survives_a_stream_of_one_off_structures():
     @hijaxc.jit
     def f(vs):
@@ -927,10 +905,6 @@ def test_alternating_key_sets_trace_once_each():
 # ---------------------------------------------------------------------------------------------------
 # Donation and the cache must not keep state alive (S9; the memory side of S8)
 # ---------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the slow path never donates: Step._donation_mask (runtime/call.py) allows 3 references "
-    "(slot, leaves list, getrefcount's argument) but its own local `x = leaves[i]` is a 4th, so "
-    "every first call (and every call that misses the fast path) copies all state"))
 def test_first_call_donates_sole_references():
     v = var(jnp.zeros(1000))
 
@@ -944,10 +918,6 @@ def test_first_call_donates_sole_references():
     np.testing.assert_array_equal(v[...], np.ones(1000))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: runtime/call.py Entry keeps the Split it was created from (`self.split = split_`), and "
-    "with it the input arrays of the call that traced it: one stale copy of the whole state per "
-    "cache entry (up to max_cache of them), never freed"))
 def test_cache_does_not_keep_old_state_alive():
     import gc
     import weakref
