@@ -162,7 +162,7 @@ class Step:
         out = []
         # a leaf held only by its Variable's slot (+ ``leaves`` list + getrefcount's argument)
         for k, spec in enumerate(s.objects_spec):
-            if spec[0] == "var" and spec[3][0] and spec[4][0] == "leaf":
+            if spec[0] == "var" and spec[3][0] and spec[3][1] and spec[4][0] == "leaf":
                 i = spec[4][1]
                 # no local name for the leaf: it would be one more reference
                 if type(leaves[i]) is _ArrayImpl and _getrefcount(leaves[i]) <= 3:
@@ -329,7 +329,7 @@ class Fast:
             o = s.objects[k]
             if spec[0] == "var" and spec[4][0] == "leaf":
                 f.var_slots.append((spec[4][1], o))
-                if spec[3][0]:
+                if spec[3][0] and spec[3][1]:  # hijax and mutable: written back
                     f.donatable.append(spec[4][1])
             elif spec[0] == "ref":
                 f.ref_slots.append((spec[1], o))

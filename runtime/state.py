@@ -492,8 +492,8 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
                 continue
             if changed_meta or spec[4][0] != "leaf" or old[4][0] != "leaf":
                 wb.struct.append((k, spec))
-            else:
-                wb.var_updates.append((k, spec[4][1]))
+            elif old[3][1] or leaves[spec[4][1]] is not merged.in_leaves[old[4][1]]:
+                wb.var_updates.append((k, spec[4][1]))  # (an immutable Variable cannot change)
         elif kind == "ref":
             wb.ref_updates.append((k, spec[1]))
         else:
