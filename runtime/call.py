@@ -144,8 +144,7 @@ class Step:
         mask = self._donation_mask(s, leaves)
         jitted = entry.jitted.get(mask)
         if jitted is None:
-            jitted = jax.jit(entry.pure, donate_argnums=mask, **self.jit_kwargs)
-            entry.jitted[mask] = jitted
+            jitted = entry.jitted[mask] = _jitted_for(entry, mask, self.jit_kwargs)
         epoch = _EPOCH[0]
         new_leaves, box = jitted(*leaves)
         del leaves
@@ -402,7 +401,7 @@ class Fast:
         entry = self.entry
         jitted = entry.jitted.get(mask)
         if jitted is None:
-            jitted = entry.jitted[mask] = jax.jit(entry.pure, donate_argnums=mask, **step.jit_kwargs)
+            jitted = entry.jitted[mask] = _jitted_for(entry, mask, step.jit_kwargs)
         new_leaves, box = jitted(*leaves)
         del leaves
         step.stats["fast_calls"] += 1
@@ -419,6 +418,19 @@ class Fast:
             if plan.simple:
                 return state._rebuild_plain(plan.out_spec, new_leaves)
         return plan.apply(self.objects, new_leaves)
+
+
+def _jitted_for(entry, mask, jit_kwargs):
+    """The compiled step for a donation mask: reuse one that donates a subset of ``mask`` (always
+    safe, saves a compile when e.g. the first call could donate less than later ones)."""
+    best = None
+    allowed = set(mask)
+    for m, j in entry.jitted.items():
+        if (best is None or len(m) > len(best[0])) and allowed.issuperset(m):
+            best = (m, j)
+    if best is not None:
+        return best[1]
+    return jax.jit(entry.pure, donate_argnums=mask, **jit_kwargs)
 
 
 def _container_sig(dicts, lists):

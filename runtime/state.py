@@ -460,13 +460,18 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
     for k in range(n_in):
         visited.add(k)
         pending.append((k, objs[k], _in_node_input(s_objects_spec, k)))
-    out_spec = visit(out)
     specs = {}
-    while pending:
-        k, x, in_node = pending.pop(0)
-        if k in specs:
-            continue
-        specs[k] = content(x, in_node)
+
+    def drain():
+        while pending:
+            k, x, in_node = pending.pop(0)
+            if k in specs:
+                continue
+            specs[k] = content(x, in_node)
+
+    drain()  # the inputs first: their leaves come first, in input order (fast write-back)
+    out_spec = visit(out)
+    drain()
     for k in range(n_in):
         spec, old = specs[k], s_objects_spec[k]
         kind = spec[0]
