@@ -24,7 +24,8 @@ RUNTIME = "__hx"
 def render(fn_node, parsed, fn, analysis):
     """(source, line_map) of the generated module."""
     name = fn_node.name
-    user_free = [n for n in fn.__code__.co_freevars if n not in analysis.threaded]
+    # (a function defined inside generated code already closes over the runtime alias)
+    user_free = [n for n in fn.__code__.co_freevars if n not in analysis.threaded and n != RUNTIME]
     pure_name = f"{name}__pure_step"
     threaded_kw = ", ".join(f"{n}=__hx_free[{i}]" for i, n in enumerate(analysis.threaded))
     call_kw = ("**__hx_kwargs, " + threaded_kw) if threaded_kw else "**__hx_kwargs"

@@ -161,3 +161,21 @@ def test_flax_native_hijax_variables_are_read_and_written_through_flax():
 
     assert int(inc(v)) == 2 and int(v[...]) == 1
     assert int(inc(v)) == 4 and int(v[...]) == 2
+
+
+def test_hijaxc_jit_of_a_function_defined_inside_a_compiled_function():
+    """Found by fuzzing: the inner function's code comes from generated code (it closes over the
+    runtime alias), and compiling it again must not declare that alias twice."""
+    o = hijaxc.Variable(jnp.zeros(3))
+
+    @hijaxc.jit
+    def outer(x):
+        def inner(z):
+            o[...] += z
+            return z
+
+        return hijaxc.jit(inner)(x)
+
+    outer(jnp.ones(3))
+    outer(jnp.ones(3))
+    np.testing.assert_allclose(o[...], [2.0, 2.0, 2.0])
