@@ -16,19 +16,27 @@ def user_location(depth=1):
     """``"file:line"`` of the innermost user frame.  Generated code is mapped back to the user's
     line via the origin table the loader registers (``register_origin``)."""
     f = sys._getframe(depth)
+    skip = _skip_dirs()
     while f is not None:
         fn = f.f_code.co_filename
         if fn in _ORIGINS:
             mapped = _ORIGINS[fn].get(f.f_lineno)
             if mapped:
                 return mapped
-        elif not fn.startswith(_SKIP) and not any(m in fn for m in _LIB_MARKERS) and not fn.startswith("<frozen"):
+        elif not fn.startswith(skip) and not any(m in fn for m in _LIB_MARKERS) and not fn.startswith("<frozen"):
             return f"{fn}:{f.f_lineno}"
         f = f.f_back
     return "<unknown>:0"
 
 
 _ORIGINS = {}
+
+
+def _skip_dirs():
+    # hijaxc's own package, wherever it was imported from (an installed copy, a source checkout)
+    pkg = sys.modules.get("hijaxc")
+    f = getattr(pkg, "__file__", None)
+    return _SKIP + ((os.path.dirname(os.path.abspath(f)),) if f else ())
 
 
 def register_origin(generated_filename, line_map):
