@@ -13,6 +13,11 @@ their operands, as long as the failure keeps its type and place), the small prog
 test ``tests/regressions/test_regression_<hash>.py`` that reproduces it is written (``--no-save``
 to skip).  Failures with the same signature (exception type and where it was raised) are shrunk
 and saved once; later ones are only counted and listed.  Prints the count run and every failure.
+
+A value mismatch only counts if the program is numerically stable: its eager result must stay
+within the tolerance when every initial value moves by 1e-6 (relative); otherwise float rounding
+could explain it, and the program is counted as "unstable" and skipped (``fuzzgen.Unstable``).
+A program running past ``--timeout`` seconds is a failure (``fuzzgen.ProgramTimeout``).
 """
 import argparse
 import os
@@ -37,6 +42,7 @@ def main(argv=None):
     ap.add_argument("--shrink-budget", type=int, default=300, help="runs spent shrinking a failure")
     ap.add_argument("--all-features", action="store_true",
                     help="also generate what fuzzgen.KNOWN_BUGS avoids (features with open bugs)")
+    ap.add_argument("--timeout", type=float, default=60, help="seconds per program")
     ap.add_argument("--no-save", action="store_true", help="do not write regression tests")
     ap.add_argument("--regressions", default=os.path.join(TESTS, "regressions"))
     args = ap.parse_args(argv)
@@ -44,25 +50,28 @@ def main(argv=None):
     avoid = () if args.all_features else set(fuzzgen.KNOWN_BUGS)
     if args.seed is not None:
         prog = fuzzgen.generate(fuzzgen.RandomChooser(args.seed), avoid=avoid)
-        exc = fuzzgen.failure(prog)
+        exc = fuzzgen.failure(prog, args.timeout)
         print(prog.source if exc is None else fuzzgen.describe(prog, exc))
         print("ok" if exc is None else "FAILED")
         return 0 if exc is None else 1
 
     t0 = time.time()
     deadline = t0 + 60 * args.minutes if args.minutes else None
-    failures, seen, run, functions = [], {}, 0, 0
+    failures, seen, run, functions, unstable = [], {}, 0, 0, []
     for seed in range(args.start, args.start + args.n):
         if deadline and time.time() > deadline:
             break
         prog = fuzzgen.generate(fuzzgen.RandomChooser(seed), avoid=avoid)
-        exc = fuzzgen.failure(prog)
+        exc = fuzzgen.failure(prog, args.timeout)
         run += 1
         functions += len(prog.functions)
         if run % 100 == 0:
             print(f"[{time.time() - t0:7.1f}s] {run} programs ({functions} functions), "
-                  f"{len(failures)} failing", flush=True)
+                  f"{len(failures)} failing, {len(unstable)} unstable", flush=True)
         if exc is None:
+            continue
+        if isinstance(exc, fuzzgen.Unstable):  # a mismatch float rounding could explain
+            unstable.append(seed)
             continue
         sig = fuzzgen.signature(exc)
         first_line = f"{type(exc).__name__}: {str(exc)[:300]}".replace("\n", " | ")
@@ -72,7 +81,13 @@ def main(argv=None):
             print(f"  (same signature as seed {seen[sig]})", flush=True)
             continue
         seen[sig] = seed
-        small, small_exc = fuzzgen.shrink(prog, sig, budget=args.shrink_budget)
+        hangs = []
+        budget = args.shrink_budget if sig[0] != "ProgramTimeout" else 10
+        small, small_exc = fuzzgen.shrink(prog, sig, budget=budget, timeout=args.timeout,
+                                          hangs=hangs)
+        for hung, why in hangs[:1]:  # a candidate that hung while shrinking: worth a look
+            print(f"  a shrinking candidate hung ({why}):", flush=True)
+            print(fuzzgen.describe(hung, why), flush=True)
         if small_exc is None:  # flaky: keep the original
             small, small_exc = prog, exc
         print(fuzzgen.describe(small, small_exc), flush=True)
@@ -82,7 +97,8 @@ def main(argv=None):
 
     dt = time.time() - t0
     print(f"\nran {run} programs ({functions} functions) in {dt:.0f}s; {len(failures)} failing, "
-          f"{len(seen)} distinct signatures")
+          f"{len(seen)} distinct signatures; {len(unstable)} skipped as numerically unstable "
+          f"(seeds {unstable[:20]})")
     for seed, sig, line in failures:
         print(f"  seed {seed}: {sig[0]} at {sig[1]}: {line[:200]}")
     return 1 if failures else 0

@@ -9,7 +9,7 @@ ones.
 """
 import os
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, given, note, reject, settings
 from hypothesis import strategies as st
 
 import fuzzgen
@@ -24,7 +24,10 @@ N = int(os.environ.get("HIJAXC_FUZZ_N", "120"))
 def test_generated_programs_match_eager(data):
     program = fuzzgen.generate(fuzzgen.HypothesisChooser(data), avoid=set(fuzzgen.KNOWN_BUGS))
     note(program.source)
-    fuzzgen.check_program(program)
+    try:
+        fuzzgen.check_program(program)
+    except fuzzgen.Unstable:
+        reject()  # a value mismatch that float rounding could explain: proves nothing
 
 
 def test_generator_is_deterministic_and_valid_python():
