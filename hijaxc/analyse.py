@@ -45,7 +45,9 @@ class Analysis:
     rebinds: set = field(default_factory=set)  # names declared global/nonlocal and assigned
 
 
-def analyse(parsed, fn):
+def analyse(parsed, fn, callee=False):
+    """``callee``: a function called from compiled code (converted at trace time, see
+    ``runtime/callees.py``): nothing is threaded into it (it runs on the trace's objects already)."""
     node = parsed.node
     filename, off = parsed.filename, parsed.line_offset
     # one walk collects what every check below needs
@@ -72,7 +74,7 @@ def analyse(parsed, fn):
     closure = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
     g = fn.__globals__
     threaded = []
-    for name in free:
+    for name in free if not callee else ():
         if name in closure:
             try:
                 value = closure[name].cell_contents

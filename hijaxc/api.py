@@ -18,7 +18,7 @@ import jax
 
 from . import runtime as _rt
 from .runtime import call as _call
-from .runtime.errors import SourceUnavailableError
+from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 
 from . import analyse, cache, load, parse, rewrite
 
@@ -55,6 +55,48 @@ def transform(fn):
         return t
 
     return cache.get_or_make(fn, make, None)
+
+
+def convert_callee(fn):
+    """``fn`` rewritten like a compiled function but threading nothing (it is called during a
+    trace, on the trace's objects): transforms redirected, mutations located, its own calls routed
+    through the runtime.  None when it cannot be converted (no source, a generator): the runtime
+    then calls it as it is.  Registered with ``runtime.callees``; cached per code object."""
+
+    def make():
+        try:
+            parsed = parse.parse(fn)
+            analysis = analyse.analyse(parsed, fn, callee=True)
+        except (SourceUnavailableError, UnsupportedSyntaxError):
+            return None
+        try:
+            node = rewrite.rewrite(parsed, analysis, fn)
+            source, gen_map, _ = load.render(node, parsed, fn, analysis, pure=False)
+            return load.compile_module(source, gen_map, fn.__qualname__), source
+        except Exception as e:  # a compiler bug must not break a call that works unconverted
+            warnings.warn(f"hijaxc: could not convert {fn.__qualname__} "
+                          f"({fn.__code__.co_filename}:{fn.__code__.co_firstlineno}), called from "
+                          f"compiled code: {type(e).__name__}: {e}; calling it unconverted "
+                          "(JAX transforms inside it do not thread state)", RuntimeWarning)
+            return None
+
+    made = cache.get_or_make(fn, make, "callee")
+    if made is None:
+        return None
+    return load.bind(made[0], fn, _rt)[0]
+
+
+def converted_source(fn):
+    """The generated source of a function as converted when called from compiled code (None when
+    it is not converted); for debugging: ``hijaxc.show`` prints only the compiled function."""
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    if convert_callee(fn) is None:
+        return None
+    return cache.get_or_make(fn, lambda: None, "callee")[1]
+
+
+_rt.callees.set_converter(convert_callee)
 
 
 def _fallback_pure(fn, names):

@@ -21,8 +21,9 @@ from .runtime import location
 RUNTIME = "__hx"
 
 
-def render(fn_node, parsed, fn, analysis):
-    """(source, line_map) of the generated module."""
+def render(fn_node, parsed, fn, analysis, pure=True):
+    """(source, line_map) of the generated module; ``pure=False`` for a converted callee (no
+    pure step)."""
     name = fn_node.name
     # (a function defined inside generated code already closes over the runtime alias)
     user_free = [n for n in fn.__code__.co_freevars if n not in analysis.threaded and n != RUNTIME]
@@ -51,6 +52,9 @@ def render(fn_node, parsed, fn, analysis):
         f"# threaded (keyword-only, fresh per trace): {', '.join(analysis.threaded) or '-'}",
         f"def __hx_factory({', '.join([RUNTIME] + user_free)}):",
     ]
+    if not pure:  # a converted callee: nothing is threaded into it
+        header = [header[0].replace("# generated", "# converted (called from compiled code)"),
+                  header[2]]
     out_lines = list(header)
     gen_map = {}
     for i, line in enumerate(lines, start=1):
@@ -60,9 +64,12 @@ def render(fn_node, parsed, fn, analysis):
             text += f"  # {parsed.filename}:{orig}"
             gen_map[len(out_lines) + 1] = f"{parsed.filename}:{orig}"
         out_lines.append(text)
-    out_lines.append("")
-    out_lines.extend("    " + line for line in pure_src.splitlines())
-    out_lines.append(f"    return {name}, {pure_name}")
+    if pure:
+        out_lines.append("")
+        out_lines.extend("    " + line for line in pure_src.splitlines())
+        out_lines.append(f"    return {name}, {pure_name}")
+    else:
+        out_lines.append(f"    return {name}, None")
     return "\n".join(out_lines) + "\n", gen_map, user_free
 
 
@@ -90,7 +97,7 @@ def compile_module(source, gen_map, qualname):
     factory = namespace["__hx_factory"]
     n = factory.__code__.co_argcount
     body, pure = factory(*([None] * n))
-    return body.__code__, pure.__code__, filename
+    return body.__code__, pure.__code__ if pure is not None else None, filename
 
 
 def bind(codes, fn, runtime_module):
@@ -108,6 +115,8 @@ def bind(codes, fn, runtime_module):
 
     body = make(body_code, fn.__name__, fn.__defaults__, fn.__kwdefaults__)
     body.__qualname__ = fn.__qualname__
+    if pure_code is None:  # a converted callee
+        return body, None
     # the pure step calls the body by name through its closure: give it a cell holding ``body``
     cells[body_code.co_name] = types.CellType(body)
     pure = make(pure_code, pure_code.co_name)

@@ -19,10 +19,35 @@ with its origin:
    ``from jax.lax import scan as s``) are redirected to the runtime's state-threading versions::
 
        jax.lax.fori_loop(0, n, body, x) ->   __hx.fori_loop(0, n, body, x)
-"""
-import gast
 
+4. Calls that may enter the user's other functions go through the runtime, which converts those
+   functions the same way (``runtime/callees.py``), so a Module method running ``fori_loop`` over
+   ``self`` threads its state too.  Calls the compiler can resolve to library code (``jnp.sin``,
+   ``print``, a class) or to an array method (``x.sum()``) are left alone::
+
+       y = model(x)                     ->   y = __hx.callee(model)(x)
+
+Two fixes make a method compile outside its class body: zero-argument ``super()`` becomes
+``super(__class__, self)`` (over the method's own ``__class__`` cell), and private names are
+mangled as the class body would have (``self.__n`` -> ``self._Cls__n``).
+"""
+import types
+
+import gast
+import jax
+
+from .runtime import callees as _callees
 from .runtime import transforms as _transforms
+
+# Method names of arrays (and a few of dicts and lists): ``x.sum()``, ``d.items()`` never enter user
+# code that needs converting.  A user method of the same name called through anything but the
+# method's own ``self`` is called unconverted (as without this rewrite); common user method names
+# (``add``, ``update``, ``get``, ``apply`` ...) are deliberately not in the list.
+_PLAIN_METHODS = frozenset(
+    [n for n in dir(jax.Array) if not n.startswith("_")] + ["items", "keys", "values", "append",
+                                                             "extend"])
+_NEVER_USER = (types.BuiltinFunctionType, types.BuiltinMethodType, types.ModuleType, type,
+               types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType)
 
 RUNTIME = "__hx"
 
@@ -44,14 +69,107 @@ def _resolve(expr, env):
     return None
 
 
+def _may_enter_user_code(value):
+    """Whether calling ``value`` (resolved at transform time) may run a user function."""
+    if value is None:
+        return True  # not known yet: the runtime decides at trace time
+    if isinstance(value, _NEVER_USER):
+        return False
+    if isinstance(value, types.FunctionType):
+        return _callees.is_user_code(value.__code__)
+    if isinstance(value, types.MethodType):
+        return _may_enter_user_code(value.__func__)
+    call = getattr(type(value), "__call__", None)
+    return isinstance(call, types.FunctionType) and _callees.is_user_code(call.__code__)
+
+
+def _class_of(qualname):
+    """The innermost class a function with this qualname is defined in (Python mangles private
+    names by it, through nested functions too): ``A.f.<locals>.g`` -> ``A``; ``f.<locals>.g`` ->
+    None."""
+    parts = qualname.split(".")
+    cls = None
+    for i, p in enumerate(parts[:-1]):
+        if p != "<locals>" and parts[i + 1] != "<locals>":
+            cls = p
+    return cls
+
+
 class Rewriter(gast.NodeTransformer):
-    def __init__(self, analysis, env, filename, line_offset):
+    def __init__(self, analysis, env, filename, line_offset, self_name=None, class_cell=False,
+                 mangle_class=None, local_defs=()):
         self.analysis = analysis
         self.env = env  # name -> live value (free names only)
         self.filename = filename
         self.off = line_offset
         self.counter = 0
         self.local_names = set()
+        self.self_name = self_name  # the first parameter (``self`` of a method)
+        self.class_cell = class_cell  # the function has the ``__class__`` cell (uses super())
+        self.mangle_prefix = "_" + mangle_class.lstrip("_") if mangle_class and mangle_class.strip("_") else None
+        # functions defined in the body (generated code already: no need to convert them)
+        self.local_defs = {self._mangle(n) for n in local_defs}
+
+    def _mangle(self, name):
+        if self.mangle_prefix and name.startswith("__") and not name.endswith("__") \
+                and not name.startswith("__hx"):
+            return self.mangle_prefix + name
+        return name
+
+    def visit_FunctionDef(self, node):
+        node.name = self._mangle(node.name)
+        self.generic_visit(node)
+        return node
+
+    # 4. calls into user code
+    def visit_Call(self, node):
+        f = node.func
+        if (isinstance(f, gast.Name) and f.id == "super" and not node.args and not node.keywords
+                and self.class_cell and self.self_name):
+            node.args = [self._copy_loc(_name("__class__"), node),
+                         self._copy_loc(_name(self.self_name), node)]
+            return node
+        self.generic_visit(node)
+        if self._may_enter_user_code(node.func):
+            node.func = self._copy_loc(_call("callee", [node.func]), node.func)
+        return node
+
+    def _free_value(self, name):
+        if name in self.analysis.free_names and name not in self.analysis.threaded:
+            return True, self.env(name)
+        return False, None
+
+    def _may_enter_user_code(self, func):
+        if isinstance(func, gast.Name):
+            if func.id in self.local_defs or func.id == RUNTIME:
+                return False
+            known, value = self._free_value(func.id)
+            return _may_enter_user_code(value) if known else True
+        if isinstance(func, gast.Attribute):
+            root = func
+            while isinstance(root, (gast.Attribute, gast.Subscript, gast.Call)):
+                if isinstance(root, gast.Subscript) and isinstance(root.value, gast.Attribute) \
+                        and root.value.attr == "at":
+                    return False  # x.at[i].set(v)
+                root = root.func if isinstance(root, gast.Call) else root.value
+            if isinstance(root, gast.Name) and root.id == RUNTIME:
+                return False
+            rooted_at_self = isinstance(root, gast.Name) and root.id == self.self_name
+            if func.attr in _PLAIN_METHODS and not rooted_at_self:
+                return False
+            if isinstance(root, gast.Name) and not rooted_at_self:
+                known, _ = self._free_value(root.id)
+                if known:
+                    return _may_enter_user_code(_resolve(func, self.env))
+            return True
+        if isinstance(func, gast.Call):  # f(...)(x): what a runtime transform returns is not user code
+            inner = func.func
+            root = inner
+            while isinstance(root, gast.Attribute):
+                root = root.value
+            # (but ``functools.partial(helper, v)(x)`` may well be)
+            return not (isinstance(root, gast.Name) and root.id == RUNTIME)
+        return not isinstance(func, (gast.Lambda, gast.Constant))
 
     def loc(self, node):
         return f"{self.filename}:{getattr(node, 'lineno', 0) + self.off}"
@@ -67,6 +185,7 @@ class Rewriter(gast.NodeTransformer):
 
     # 3. transforms
     def visit_Name(self, node):
+        node.id = self._mangle(node.id)
         if isinstance(node.ctx, gast.Load) and node.id in self.analysis.free_names \
                 and node.id not in self.analysis.threaded:
             name = _known(self.env(node.id))
@@ -75,6 +194,7 @@ class Rewriter(gast.NodeTransformer):
         return node
 
     def visit_Attribute(self, node):
+        node.attr = self._mangle(node.attr)
         if isinstance(node.ctx, gast.Load):
             root = node
             while isinstance(root, gast.Attribute):
@@ -185,7 +305,12 @@ def rewrite(parsed, analysis, fn):
         node = gast.FunctionDef(name="__lambda__", args=node.args, body=body, decorator_list=[],
                                 returns=None, type_comment=None, type_params=[])
         node.lineno, node.col_offset = body[0].lineno, 0
-    node = Rewriter(analysis, env, parsed.filename, parsed.line_offset).visit(node)
+    params = node.args.posonlyargs + node.args.args
+    self_name = params[0].id if params else None
+    local_defs = [n.name for n in gast.walk(node) if isinstance(n, gast.FunctionDef) and n is not node]
+    node = Rewriter(analysis, env, parsed.filename, parsed.line_offset, self_name=self_name,
+                    class_cell="__class__" in fn.__code__.co_freevars,
+                    mangle_class=_class_of(fn.__qualname__), local_defs=local_defs).visit(node)
     for name in analysis.threaded:
         node.args.kwonlyargs.append(_name(name, gast.Param()))
         node.args.kw_defaults.append(None)

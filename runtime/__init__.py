@@ -2,7 +2,8 @@
 
 Generated code imports only this package (as ``__hx``); it never imports the compiler.
 """
-from . import _adapter, call, config, context, state, transforms
+from . import _adapter, call, callees, config, context, state, transforms
+from .callees import callee  # noqa: F401  (generated code: ``__hx.callee(f)(*args)``)
 from .config import use_hijax, var_defaults
 from .convert import find_duplicates, to_hijax, to_lojax, vars_as, with_vars
 from .errors import (AliasingError, HijaxcError, ImmutableVariableError, InvalidValueError,

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from . import _adapter, state, variables
+from .callees import convert as _convert
 from .errors import HijaxcError
 from .variables import Ref
 
@@ -278,6 +279,7 @@ def _reject_stateful_carry(name, init):
 
 def fori_loop(lower, upper, body_fun, init_val, **kwargs):
     _reject_stateful_carry("fori_loop", init_val)
+    body_fun = _convert(body_fun)
     cap = _capture(body_fun)
     if not cap.slots:
         return jax.lax.fori_loop(lower, upper, body_fun, init_val, **kwargs)
@@ -296,6 +298,7 @@ def fori_loop(lower, upper, body_fun, init_val, **kwargs):
 
 def while_loop(cond_fun, body_fun, init_val):
     _reject_stateful_carry("while_loop", init_val)
+    cond_fun, body_fun = _convert(cond_fun), _convert(body_fun)
     cap = _capture(cond_fun, body_fun)
     if not cap.slots:
         return jax.lax.while_loop(cond_fun, body_fun, init_val)
@@ -319,6 +322,7 @@ def while_loop(cond_fun, body_fun, init_val):
 
 def scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
     _reject_stateful_carry("scan", init)
+    f = _convert(f)
     graph_xs = xs is not None and _is_graphy(xs)
     cap = _capture(f)
     if not cap.slots and not graph_xs:
@@ -356,6 +360,7 @@ def cond(pred, true_fun, false_fun, *operands, **kwargs):
     # Operands that hold Variables/Modules are passed to the branches as the same objects (by
     # closure), their values threaded like captured state: a write through them is kept.
     by_ref = _stateful_operands(operands)
+    true_fun, false_fun = _convert(true_fun), _convert(false_fun)
     cap = _capture(true_fun, false_fun, operands=operands if by_ref else ())
     if not cap.slots:
         return jax.lax.cond(pred, true_fun, false_fun, *operands, **kwargs)
@@ -375,6 +380,7 @@ def cond(pred, true_fun, false_fun, *operands, **kwargs):
 
 def switch(index, branches, *operands, **kwargs):
     by_ref = _stateful_operands(operands)
+    branches = [_convert(b) for b in branches]
     cap = _capture(*branches, operands=operands if by_ref else ())
     if not cap.slots:
         return jax.lax.switch(index, branches, *operands, **kwargs)
@@ -413,14 +419,15 @@ def _wrap_transform(transform, fun, *t_args, written_back=True, **t_kwargs):
 
     @functools.wraps(fun)
     def wrapped(*args, **kwargs):
-        cap = _capture(fun)
+        fun_ = _convert(fun)
+        cap = _capture(fun_)
         ops, flat = _split_args(args)
         if not cap.slots and not any(o is not None for o in ops):
-            return transform(fun, *t_args, **t_kwargs)(*args, **kwargs)
+            return transform(fun_, *t_args, **t_kwargs)(*args, **kwargs)
 
         def inner(st, *flat_args, **kw):
             with cap.inside(st):
-                out = fun(*_build_args(ops, flat_args), **kw)
+                out = fun_(*_build_args(ops, flat_args), **kw)
                 return out, (cap.read(), _after_args(ops, flat_args))
 
         out, (st, arg_states) = transform(inner, *t_args, **t_kwargs)(cap.read(), *flat, **kwargs)
@@ -471,7 +478,8 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
 
     @functools.wraps(fun)
     def wrapped(*args, **kw):
-        cap = _capture(fun)
+        fun_ = _convert(fun)
+        cap = _capture(fun_)
         ops, flat = _split_args(args)
         # differentiated leaves: whole plain arguments, or the inexact leaves of graph arguments
         masks = {i: [_inexact(x) for x in flat[i]] for i in argnums_t if ops[i] is not None}
@@ -493,7 +501,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
         def inner(diffs_, st, rest_):
             full = assemble(diffs_, rest_)
             with cap.inside(st):
-                out = fun(*_build_args(ops, full), **kw)
+                out = fun_(*_build_args(ops, full), **kw)
                 after = (cap.read(), _after_args(ops, full))
             if has_aux:
                 value, aux = out
@@ -555,8 +563,9 @@ def vmap(fun=None, in_axes=0, out_axes=0, **kwargs):
 
     @functools.wraps(fun)
     def wrapped(*args):
+        fun_ = _convert(fun)
         ops, flat = _split_args(args)
-        cap = _capture(fun)
+        cap = _capture(fun_)
         if not any(o is not None for o in ops) and not cap.slots:
             plain = True
         else:
@@ -566,7 +575,7 @@ def vmap(fun=None, in_axes=0, out_axes=0, **kwargs):
         def inner(*flat_args):
             if cap.slots:
                 before = cap.read()
-            out = fun(*_build_args(ops, flat_args))
+            out = fun_(*_build_args(ops, flat_args))
             if cap.slots and any(a is not b for a, b in zip(cap.read(), before)):
                 raise HijaxcError(f"{_where(fun)}: a function under vmap wrote to captured state; "
                                   "pass the state as a vmapped argument instead")
@@ -575,7 +584,7 @@ def vmap(fun=None, in_axes=0, out_axes=0, **kwargs):
             return osplit.leaves, _after_args(ops, flat_args)
 
         if plain and not _is_graphy_out(fun):
-            return jax.vmap(fun, in_axes=in_axes, out_axes=out_axes, **kwargs)(*args)
+            return jax.vmap(fun_, in_axes=in_axes, out_axes=out_axes, **kwargs)(*args)
         axes = in_axes if not isinstance(in_axes, (list, tuple)) else tuple(in_axes)
         if isinstance(axes, tuple):
             axes = tuple(a if ops[i] is None else a for i, a in enumerate(axes))

@@ -138,7 +138,7 @@ class Scope:
     ints: tuple = ()  # names of int scalars (loop indices)
     values_only: bool = False  # inside a lax body / method: no structural changes, no new objects
     depth: int = 0  # nesting of function definitions
-    no_control: bool = False  # no lax control flow here (see KNOWN_BUGS["lax_in_method"])
+    no_control: bool = False  # no lax control flow here (avoid "lax_in_method")
 
     def child(self, **kw):
         return dataclasses.replace(self, objs=dict(self.objs), arrs=dict(self.arrs), **kw)
@@ -946,12 +946,9 @@ class Generator:
 #: it).  The fuzz runs avoid them so that they keep finding *new* bugs; delete an entry once its
 #: regression test passes.
 KNOWN_BUGS = {
-    # lax control flow inside a Module method (not the decorated function) writing to self's
-    # Variables: TracerLeakError instead of the eager result
-    "lax_in_method": "tests/regressions/test_regression_ef6ddd7072.py",
-    # hijaxc.jit of a function defined inside the hijaxc.jit function: SyntaxError
-    # "duplicate argument '__hx'" from the generated factory
-    "nested_hijaxc_jit": "tests/regressions/test_regression_302effa41d.py",
+    # (none open)  Fixed: "lax_in_method" (tests/regressions/test_regression_ef6ddd7072.py; calls
+    # from compiled code into user functions are converted), "nested_hijaxc_jit"
+    # (tests/regressions/test_regression_302effa41d.py).
 }
 
 

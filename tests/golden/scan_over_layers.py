@@ -4,7 +4,7 @@ def __hx_factory(__hx):
     def scan_over_layers(x, block_stack):  # golden_corpus.py:50
 
         def scan_fn(x, block):  # golden_corpus.py:51
-            x = block(x)  # golden_corpus.py:52
+            x = __hx.callee(block)(x)  # golden_corpus.py:52
             return (x, None)  # golden_corpus.py:53
         y, _ = __hx.scan(scan_fn, x, block_stack)  # golden_corpus.py:55
         return y  # golden_corpus.py:56

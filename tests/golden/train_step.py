@@ -6,9 +6,9 @@ def __hx_factory(__hx):
 
         def loss_fn(params):  # golden_corpus.py:41
             model = nnx.merge(graphdef, params, nondiff)  # golden_corpus.py:42
-            return ((model(x) - y) ** 2).mean()  # golden_corpus.py:43
+            return ((__hx.callee(model)(x) - y) ** 2).mean()  # golden_corpus.py:43
         loss, grads = __hx.value_and_grad(loss_fn)(hijaxc.vars_as(params, mutable=False))  # golden_corpus.py:45
-        optimizer.update(model, grads)  # golden_corpus.py:46
+        __hx.callee(optimizer.update)(model, grads)  # golden_corpus.py:46
         return loss  # golden_corpus.py:47
 
     def train_step__pure_step(__hx_trace, *__hx_leaves):

@@ -2,9 +2,9 @@
 # threaded (keyword-only, fresh per trace): model, optimizer
 def __hx_factory(__hx):
     def train_step_closure(x, y, *, model, optimizer):  # golden_corpus.py:16
-        loss_fn = lambda m: jnp.mean((m(x) - y) ** 2)  # golden_corpus.py:17
+        loss_fn = lambda m: jnp.mean((__hx.callee(m)(x) - y) ** 2)  # golden_corpus.py:17
         loss, grads = __hx.value_and_grad(loss_fn)(hijaxc.vars_as(model, mutable=False))  # golden_corpus.py:18
-        optimizer.update(model, grads)  # golden_corpus.py:19
+        __hx.callee(optimizer.update)(model, grads)  # golden_corpus.py:19
         return loss  # golden_corpus.py:20
 
     def train_step_closure__pure_step(__hx_trace, *__hx_leaves):

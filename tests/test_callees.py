@@ -1,0 +1,265 @@
+"""Calls from compiled code into the user's other functions (runtime/callees.py, rewrite step 4).
+
+A Module method or a helper that runs a JAX transform over state it reaches must thread that state
+as if the transform were written in the decorated function itself (S7); the eager run (lax control
+flow as Python loops) is the oracle.
+"""
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import hijaxc
+from hijaxc import api, parse
+from hijaxc.runtime import callees
+from test_eager_equivalence import check_cf, python_control_flow
+
+X3 = jnp.array([0.5, -1.0, 2.0])
+
+
+class Counter(nnx.Module):
+    def __init__(self):
+        self.w = hijaxc.Variable(jnp.zeros(3))
+        self.n = hijaxc.Variable(jnp.array(0, jnp.int32))
+
+    def bump(self, x):
+        def body(i, c):
+            self.w[...] += x * (i + 1)
+            self.n[...] += 1
+            return c + 1.0
+
+        return jax.lax.fori_loop(0, 3, body, 0.0)
+
+
+def test_method_running_fori_loop_over_self_called_directly():
+    def make():
+        m = Counter()
+
+        def f(x):
+            return m.bump(x) * 2.0
+
+        return f, (X3,), (m,)
+
+    check_cf(make, calls=2)
+
+
+def test_method_running_fori_loop_called_inside_a_compiled_loop_body():
+    def f(m, x):
+        def body(i, c):
+            return c + m.bump(x)
+
+        return jax.lax.fori_loop(0, 2, body, 0.0)
+
+    check_cf(lambda: (f, (Counter(), X3)), calls=2)
+
+
+class Stacked(nnx.Module):
+    """Layers stacked on a leading axis, applied with ``jax.lax.scan`` inside ``__call__``."""
+
+    def __init__(self, n, d):
+        self.w = hijaxc.Param(jnp.stack([jnp.eye(d) * (0.5 + 0.1 * k) for k in range(n)]))
+        self.calls = hijaxc.Variable(jnp.array(0, jnp.int32))
+        self.seen = hijaxc.Variable(jnp.zeros(n))
+
+    def __call__(self, x):
+        def layer(h, w):
+            self.calls[...] += 1
+            return jnp.tanh(h @ w), jnp.sum(h)
+
+        h, sums = jax.lax.scan(layer, x, self.w[...])
+        self.seen[...] = sums
+        return h
+
+
+class Outer(nnx.Module):
+    def __init__(self):
+        self.body = Stacked(4, 3)
+        self.head = hijaxc.Param(jnp.ones(3))
+
+    def __call__(self, x):
+        return self.body(x) @ self.head[...]
+
+
+def test_module_call_with_scan_over_self_nested_two_modules_deep():
+    def make():
+        model = Outer()
+
+        def f(x):
+            return model(x)
+
+        return f, (X3,), (model,)
+
+    check_cf(make, calls=3)
+
+
+def _loss_with_stats(model, x):
+    # a helper defined at module level (not in the compiled function): its grad must thread the
+    # statistics the forward pass updates
+    def loss(head):
+        y = model.body(x)
+        return jnp.sum((y * head) ** 2)
+
+    return jax.value_and_grad(loss)(model.head[...])
+
+
+def test_helper_running_grad_that_updates_module_state():
+    def make():
+        model = Outer()
+
+        def step(x):
+            value, g = _loss_with_stats(model, x)
+            model.head[...] -= 0.1 * g
+            return value
+
+        return step, (X3,), (model,)
+
+    check_cf(make, calls=2)
+
+
+class Base(nnx.Module):
+    def __init__(self):
+        self.acc = hijaxc.Variable(jnp.zeros(3))
+        self.__scale = 2.0  # a private (mangled) attribute
+
+    def add(self, x):
+        def body(i, c):
+            self.acc[...] += x * self.__scale
+            return c
+
+        return jax.lax.fori_loop(0, 2, body, 0)
+
+
+class Child(Base):
+    def add(self, x):
+        super().add(x)  # zero-argument super(): needs the class cell outside the class body
+        return self.__private_helper(x)
+
+    def __private_helper(self, x):
+        return jax.lax.cond(x[0] > 0, lambda: self.acc[...], lambda: -self.acc[...])
+
+
+def test_super_and_private_names_in_converted_methods():
+    check_cf(lambda: (lambda m, x: m.add(x), (Child(), X3)), calls=2)
+
+
+def test_super_and_private_names_in_a_compiled_method():
+    class Jitted(Child):
+        @hijaxc.jit
+        def add(self, x):
+            super().add(x)
+            return self._Child__private_helper(x) + self.__twice()
+
+        def __twice(self):
+            return self.acc[...] * 2.0
+
+    m, ref = Jitted(), Child()
+    out = m.add(X3)
+    with python_control_flow():  # the eager reference: lax control flow as Python loops
+        with_ref = Child.add(ref, X3)
+    np.testing.assert_allclose(m.acc[...], ref.acc[...])
+    np.testing.assert_allclose(out, with_ref + 2.0 * ref.acc[...])
+
+
+def _counting(fn):  # a user-defined decorator: the wrapper is converted, then the function
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*args)
+
+    return wrapper
+
+
+@_counting
+def _decorated_bump(v, x):
+    def body(i, c):
+        v[...] += x
+        return c
+
+    return jax.lax.fori_loop(0, 2, body, 0)
+
+
+def test_decorated_helper_and_partial_are_converted():
+    def make():
+        v = hijaxc.Variable(jnp.zeros(3))
+        w = hijaxc.Variable(jnp.ones(3))
+
+        def f(x):
+            _decorated_bump(v, x)
+            functools.partial(_decorated_bump, w)(x * 2)
+            return v[...] + w[...]
+
+        return f, (X3,), (v, w)
+
+    check_cf(make, calls=2)
+
+
+def test_library_code_and_generated_code_are_not_converted():
+    lin = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    assert callees.convert(lin) is lin  # flax's own __call__
+    assert callees.convert(jnp.sin) is jnp.sin
+    assert callees.convert(print) is print
+    assert callees.convert(Counter) is Counter  # constructing a class: __init__ runs as written
+    m = Counter()
+    converted = callees.convert(m.bump)
+    assert converted.__self__ is m and converted.__func__ is not Counter.bump
+    assert converted.__func__.__code__.co_filename.startswith("<hijaxc generated")
+    assert callees.convert(converted) is converted  # generated code is never converted again
+    assert "__hx.fori_loop" in api.converted_source(Counter.bump)
+
+
+def test_callees_are_converted_once_per_code_object():
+    @hijaxc.jit
+    def f(m, x):
+        return m.bump(x)
+
+    m = Counter()
+    f(m, X3)
+    before = parse.PARSE_COUNT[0]
+    f(m, jnp.ones(3))  # fast path
+    f(m, jnp.ones((3,), jnp.float32) * 2)
+    f(Counter(), jnp.ones(3, jnp.bfloat16))  # a new dtype: retrace, converted code reused
+    assert parse.PARSE_COUNT[0] == before
+
+
+def test_unconvertible_callee_is_called_as_it_is():
+    ns = {}
+    exec("import jax.numpy as jnp\ndef helper(v, x):\n    return jnp.sin(x) + v[...]\n", ns)
+    helper = ns["helper"]  # no source file: cannot be converted; pure code still works
+    v = hijaxc.Variable(jnp.ones(3))
+
+    @hijaxc.jit
+    def f(x):
+        return helper(v, x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(f(X3), jnp.sin(X3) + 1.0, rtol=1e-6)
+
+
+def test_error_in_a_converted_callee_names_the_users_line():
+    class Bad(nnx.Module):
+        def __init__(self):
+            self.w = hijaxc.Variable(jnp.zeros(3), mutable=False)
+
+        def poke(self):
+            def body(i, c):
+                self.w[...] += 1.0  # immutable: the error must point here
+                return c
+
+            return jax.lax.fori_loop(0, 2, body, 0)
+
+    m = Bad()
+
+    @hijaxc.jit
+    def f():
+        return m.poke()
+
+    with pytest.raises(hijaxc.ImmutableVariableError) as e:
+        f()
+    assert "test_callees.py:" in str(e.value)
+    line = int(str(e.value).split("test_callees.py:")[1].split()[0].strip("):,;"))
+    assert "immutable: the error must point here" in open(__file__).read().splitlines()[line - 1]
+    np.testing.assert_array_equal(m.w[...], np.zeros(3))
