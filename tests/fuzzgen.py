@@ -226,6 +226,7 @@ class Generator:
         self._k = itertools.count()
         self.classes = []
         self.globals_ = []
+        self.helpers = []  # module-level helper functions (source lines), called from functions
 
     def fresh(self, prefix):
         return f"{prefix}{next(self._names)}"
@@ -245,6 +246,8 @@ class Generator:
             body += [""] + fn_lines + [""]
             functions.append(fn)
         lines += [f"{g} = None" for g in self.globals_]
+        for h in self.helpers:
+            lines += [""] + h + [""]
         lines += body
         return Program("\n".join(lines).rstrip() + "\n", functions)
 
@@ -612,6 +615,7 @@ class Generator:
         kinds = [(8, "write"), (3, "dict"), (2, "local"), (1, "alias"), (1, "method"),
                  (1, "counter"), (3 if scope.depth < 3 and not scope.no_control else 0, "control"),
                  (2 if full and scope.depth < 3 else 0, "nested"), (1 if full else 0, "pyloop"),
+                 (2 if scope.depth < 3 and "module_helper" not in self.avoid else 0, "helper"),
                  (2 if full else 0, "newvar"), (3 if full else 0, "newattr"),
                  (1 if full else 0, "append"), (2 if full else 0, "delattr")]
         kind = self.ch.weighted([(w, k) for w, k in kinds if w])
@@ -815,6 +819,39 @@ class Generator:
         lines = [f"def {name}({', '.join(params + [z])}):"] + ["    " + s for s in body]
         out = self.fresh("t")
         lines.append(f"{out} = {name}({', '.join(first + [z1])})")
+        if twice:
+            lines.append(f"{out} = {out} + {name}({', '.join(second + [z2])})")
+        scope.arrs[out] = (3,)
+        return lines
+
+    def st_helper(self, scope):
+        """A module-level function (not the compiled one, not nested in it) that receives objects
+        and mutates them, possibly in lax control flow: hijaxc converts it when it is called."""
+        name = self.fresh("hh")
+        twice = self.ch.flag(40)
+        inner = Scope({}, {}, values_only=scope.values_only or twice, depth=scope.depth + 1,
+                      no_control=scope.no_control)
+        params, first, second = [], [], []
+        for _ in range(self.ch.integer(1, 2)):
+            cands = self.paths(scope, lambda o: o.kind != "list")
+            if not cands:
+                break
+            path, o = self.ch.pick(cands)
+            q = self.fresh("q")
+            params.append(q)
+            inner.objs[q] = o
+            first.append(path)
+            same = [p for p, o2 in cands if o2 is o or (
+                o.kind in FLOAT_KINDS and o2.kind == o.kind and o2.shape == o.shape)]
+            second.append(self.ch.pick(same))
+        z = self.fresh("z")
+        inner.arrs[z] = (3,)
+        z1, z2 = self.expr(scope, (3,)), self.expr(scope, (3,)) if twice else None
+        body = self.block(inner, self.ch.integer(1, 3))
+        body.append(f"return {self.expr(inner, (3,))}")
+        self.helpers.append([f"def {name}({', '.join(params + [z])}):"] + ["    " + x for x in body])
+        out = self.fresh("t")
+        lines = [f"{out} = {name}({', '.join(first + [z1])})"]
         if twice:
             lines.append(f"{out} = {out} + {name}({', '.join(second + [z2])})")
         scope.arrs[out] = (3,)
