@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -313,14 +314,23 @@ def p4_peak_rss():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = P4_CHILD.format(root=root)
     out = {}
-    for mode in ("flat", "hijaxc"):
-        r = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True)
-        if r.returncode != 0:
-            out[mode] = float("nan")
-            print(r.stderr[-2000:], file=sys.stderr)
-        else:
-            out[mode] = float(r.stdout.strip().splitlines()[-1])
+    # a real file, not ``python -c``: hijaxc compiles the step from its source
+    with tempfile.NamedTemporaryFile("w", suffix="_p4_child.py", delete=False) as f:
+        f.write(code)
+    try:
+        for mode in ("flat", "hijaxc"):
+            out[mode] = _p4_run(f.name, mode)
+    finally:
+        os.unlink(f.name)
     return out
+
+
+def _p4_run(path, mode):
+    r = subprocess.run([sys.executable, path, mode], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stderr[-2000:], file=sys.stderr)
+        return float("nan")
+    return float(r.stdout.strip().splitlines()[-1])
 
 
 def main():
