@@ -43,11 +43,15 @@ class Analysis:
     threaded: list  # candidates that may hold state (resolved per call)
     closure_names: set
     rebinds: set = field(default_factory=set)  # names declared global/nonlocal and assigned
+    # a converted callee's candidates: read through the runtime (``__hx.foreign``), which gives
+    # the trace's copy of state the step threads and makes the step thread state it does not yet
+    foreign: list = field(default_factory=list)
 
 
 def analyse(parsed, fn, callee=False):
     """``callee``: a function called from compiled code (converted at trace time, see
-    ``runtime/callees.py``): nothing is threaded into it (it runs on the trace's objects already)."""
+    ``runtime/callees.py``): nothing is threaded into it as a parameter (it runs inside the trace);
+    its candidates become ``foreign`` reads instead."""
     node = parsed.node
     filename, off = parsed.filename, parsed.line_offset
     # one walk collects what every check below needs
@@ -74,7 +78,7 @@ def analyse(parsed, fn, callee=False):
     closure = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
     g = fn.__globals__
     threaded = []
-    for name in free if not callee else ():
+    for name in free:
         if name in closure:
             try:
                 value = closure[name].cell_contents
@@ -89,6 +93,8 @@ def analyse(parsed, fn, callee=False):
         if value is not None and isinstance(value, _NEVER_STATE):
             continue
         threaded.append(name)
+    if callee:
+        return Analysis(free, [], set(closure) & set(free), set(), foreign=threaded)
     # ``global x`` / ``nonlocal x`` followed by an assignment rebinds x: unsupported if x is threaded
     rebinds = set()
     for n in assigns if declared else ():

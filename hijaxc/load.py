@@ -19,6 +19,7 @@ import gast
 from .runtime import location
 
 RUNTIME = "__hx"
+CELLS = "__hx_cells"
 
 
 def render(fn_node, parsed, fn, analysis, pure=True):
@@ -27,6 +28,8 @@ def render(fn_node, parsed, fn, analysis, pure=True):
     name = fn_node.name
     # (a function defined inside generated code already closes over the runtime alias)
     user_free = [n for n in fn.__code__.co_freevars if n not in analysis.threaded and n != RUNTIME]
+    if not pure and analysis.foreign:
+        user_free.append(CELLS)
     pure_name = f"{name}__pure_step"
     threaded_kw = ", ".join(f"{n}=__hx_free[{i}]" for i, n in enumerate(analysis.threaded))
     call_kw = ("**__hx_kwargs, " + threaded_kw) if threaded_kw else "**__hx_kwargs"
@@ -105,6 +108,8 @@ def bind(codes, fn, runtime_module):
     body_code, pure_code, _ = codes
     cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
     cells[RUNTIME] = types.CellType(runtime_module)
+    if pure_code is None:  # a converted callee reads its own closure state through its cells
+        cells[CELLS] = types.CellType(dict(cells))
 
     def make(code, name, defaults=None, kwdefaults=None):
         closure = tuple(cells[n] if n in cells else types.CellType(None) for n in code.co_freevars)

@@ -50,6 +50,7 @@ _NEVER_USER = (types.BuiltinFunctionType, types.BuiltinMethodType, types.ModuleT
                types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType)
 
 RUNTIME = "__hx"
+CELLS = "__hx_cells"  # a converted callee's own closure cells, by name (for ``foreign_cell``)
 
 
 def _known(value):
@@ -109,6 +110,7 @@ class Rewriter(gast.NodeTransformer):
         self.mangle_prefix = "_" + mangle_class.lstrip("_") if mangle_class and mangle_class.strip("_") else None
         # functions defined in the body (generated code already: no need to convert them)
         self.local_defs = {self._mangle(n) for n in local_defs}
+        self.foreign = set(analysis.foreign)
 
     def _mangle(self, name):
         if self.mangle_prefix and name.startswith("__") and not name.endswith("__") \
@@ -129,8 +131,9 @@ class Rewriter(gast.NodeTransformer):
             node.args = [self._copy_loc(_name("__class__"), node),
                          self._copy_loc(_name(self.self_name), node)]
             return node
+        route = self._may_enter_user_code(node.func)  # (decided on the user's own expression)
         self.generic_visit(node)
-        if self._may_enter_user_code(node.func):
+        if route:
             node.func = self._copy_loc(_call("callee", [node.func]), node.func)
         return node
 
@@ -168,7 +171,12 @@ class Rewriter(gast.NodeTransformer):
             while isinstance(root, gast.Attribute):
                 root = root.value
             # (but ``functools.partial(helper, v)(x)`` may well be)
-            return not (isinstance(root, gast.Name) and root.id == RUNTIME)
+            if isinstance(root, gast.Name) and root.id == RUNTIME:
+                return False
+            if isinstance(root, gast.Name) and self._free_value(root.id)[0] \
+                    and _known(_resolve(inner, self.env)):
+                return False  # jax.grad(f)(x): redirected to the runtime's version
+            return True
         return not isinstance(func, (gast.Lambda, gast.Constant))
 
     def loc(self, node):
@@ -186,6 +194,16 @@ class Rewriter(gast.NodeTransformer):
     # 3. transforms
     def visit_Name(self, node):
         node.id = self._mangle(node.id)
+        if isinstance(node.ctx, gast.Load) and node.id in self.foreign:
+            # a converted callee's own global / closure state: the trace's copy (runtime decides)
+            if node.id in self.analysis.closure_names:
+                call = _call("foreign_cell", [_name(node.id), _name(CELLS),
+                                              gast.Constant(node.id, None)])
+            else:
+                call = _call("foreign", [_name(node.id),
+                                         gast.Call(func=_name("globals"), args=[], keywords=[]),
+                                         gast.Constant(node.id, None)])
+            return self._copy_loc(call, node)
         if isinstance(node.ctx, gast.Load) and node.id in self.analysis.free_names \
                 and node.id not in self.analysis.threaded:
             name = _known(self.env(node.id))

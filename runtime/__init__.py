@@ -4,6 +4,7 @@ Generated code imports only this package (as ``__hx``); it never imports the com
 """
 from . import _adapter, call, callees, config, context, state, transforms
 from .callees import callee  # noqa: F401  (generated code: ``__hx.callee(f)(*args)``)
+from .context import foreign, foreign_cell  # noqa: F401  (generated code of converted callees)
 from .config import use_hijax, var_defaults
 from .convert import find_duplicates, to_hijax, to_lojax, vars_as, with_vars
 from .errors import (AliasingError, HijaxcError, ImmutableVariableError, InvalidValueError,

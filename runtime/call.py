@@ -25,6 +25,7 @@ _ArrayImpl = type(jax.numpy.zeros(()))
 _LEAF_TYPES = frozenset({_ArrayImpl, int, float, bool, complex})
 _get_raw, _set_raw = _adapter.get_raw, _adapter.set_raw
 MISSING = object()
+_MAX_DISCOVERED = 256  # places one step may learn (see Step._discover)
 
 
 class _PlanBox:
@@ -72,6 +73,12 @@ class Step:
         self.stats = {"traces": 0, "splits": 0, "fast_calls": 0}
         self._lock = threading.Lock()
         self._fast = None
+        # Places (a function's globals + name, or a closure cell) where code this step calls found
+        # state the compiled function does not name itself: a helper's own global model, say.
+        # They are threaded like the function's own free names (S4); see context.view.
+        self.extra = []
+        self._extra_keys = set()
+        self._calling = threading.local()  # the caller's split objects while the step traces
 
     # -- roots ---------------------------------------------------------------------------------
     def free_values(self):
@@ -89,7 +96,28 @@ class Step:
                     v = getattr(__builtins__ if isinstance(__builtins__, dict) else __builtins__, name, MISSING) \
                         if not isinstance(__builtins__, dict) else __builtins__.get(name, MISSING)
                 out.append(v)
+        for place in self.extra:
+            if place[0] == "g":
+                out.append(place[1].get(place[2], MISSING))
+            else:
+                try:
+                    out.append(place[1].cell_contents)
+                except ValueError:
+                    out.append(MISSING)
+        if context.tracing():  # a step called while another traces: its copies, not the originals
+            out = [context.outer_copy(v) for v in out]
         return out
+
+    def _discover(self, place):
+        """Called while tracing: thread ``place`` from now on.  True if it is new (retrace)."""
+        key = ("g", id(place[1]), place[2]) if place[0] == "g" else ("c", id(place[1]))
+        with self._lock:
+            if key in self._extra_keys or len(self.extra) >= _MAX_DISCOVERED:
+                return False
+            self._extra_keys.add(key)
+            self.extra.append(place)
+            self._fast = None
+        return True
 
     def _partition(self, args, kwargs):
         statics = []
@@ -111,7 +139,12 @@ class Step:
         try:
             fast = self._fast
             if fast is not None and fast.epoch == _EPOCH[0]:
-                out = fast.call(self, args, kwargs)
+                try:
+                    out = fast.call(self, args, kwargs)
+                except context.Rediscover as e:  # a retrace found new state: the slow path threads it
+                    if e.step is not self:
+                        raise
+                    out = _MISS
                 if out is not _MISS:
                     return out
             return self._slow_call(args, kwargs)
@@ -120,6 +153,17 @@ class Step:
             raise
 
     def _slow_call(self, args, kwargs):
+        while True:
+            n = len(self.extra)
+            try:
+                return self._slow_call_once(args, kwargs)
+            except context.Rediscover as e:
+                if e.step is not self:
+                    raise  # an enclosing step learnt something: it retraces (and calls us again)
+                if len(self.extra) == n:  # (cannot happen: a discovery always adds a place)
+                    raise HijaxcError(f"{self.name}: state discovery did not converge") from None
+
+    def _slow_call_once(self, args, kwargs):
         dyn_args, dyn_kwargs, statics = self._partition(args, kwargs)
         free = self.free_values()
         s = state.split([dyn_args, dyn_kwargs, tuple(free)], ["args", "kwargs", "closure"], scalars_static=("closure",))
@@ -146,7 +190,17 @@ class Step:
         if jitted is None:
             jitted = entry.jitted[mask] = _jitted_for(entry, mask, self.jit_kwargs)
         epoch = _EPOCH[0]
-        new_leaves, box = jitted(*leaves)
+        calling = self._calling
+        calling.objects = s.objects
+        try:
+            new_leaves, box = jitted(*leaves)
+        except context.Rediscover:
+            with self._lock:
+                if self.cache.get(skey) is entry:
+                    del self.cache[skey]
+            raise
+        finally:
+            calling.objects = None
         del leaves
         out = box.plan.apply(s.objects, new_leaves)
         if not context.tracing() and not box.plan.struct:
@@ -180,22 +234,38 @@ class Step:
         s = state.split([dyn_args, dyn_kwargs, tuple(self.free_values())], ["args", "kwargs", "closure"], scalars_static=("closure",))
         return s, self._make_pure(s, statics)
 
+    def _introspect(self, run, args, kwargs):
+        """``run(split, pure)`` with the same state discovery as a call (retraced when code the
+        step calls reaches new state)."""
+        while True:
+            s, pure = self._prepare(args, kwargs)
+            self._calling.objects = s.objects
+            try:
+                return run(s, pure)
+            except context.Rediscover as e:
+                if e.step is not self:
+                    raise
+                continue
+            finally:
+                self._calling.objects = None
+
     def lower(self, *args, **kwargs):
-        s, pure = self._prepare(args, kwargs)
-        return jax.jit(pure, **self.jit_kwargs).lower(*s.leaves)
+        return self._introspect(lambda s, pure: jax.jit(pure, **self.jit_kwargs).lower(*s.leaves),
+                                args, kwargs)
 
     def trace(self, *args, **kwargs):
-        s, pure = self._prepare(args, kwargs)
-        return jax.jit(pure, **self.jit_kwargs).trace(*s.leaves)
+        return self._introspect(lambda s, pure: jax.jit(pure, **self.jit_kwargs).trace(*s.leaves),
+                                args, kwargs)
 
     def eval_shape(self, *args, **kwargs):
-        s, pure = self._prepare(args, kwargs)
-        new_leaves, box = jax.eval_shape(pure, *s.leaves)
-        return state._rebuild_abstract(box.plan, s, new_leaves)
+        def run(s, pure):
+            new_leaves, box = jax.eval_shape(pure, *s.leaves)
+            return state._rebuild_abstract(box.plan, s, new_leaves)
+
+        return self._introspect(run, args, kwargs)
 
     def make_jaxpr(self, *args, **kwargs):
-        s, pure = self._prepare(args, kwargs)
-        return jax.make_jaxpr(pure)(*s.leaves)
+        return self._introspect(lambda s, pure: jax.make_jaxpr(pure)(*s.leaves), args, kwargs)
 
     def threaded(self, *args, **kwargs):
         """Which objects a call with these arguments threads (path -> type name)."""
@@ -253,6 +323,13 @@ class Trace:
                     kwargs[k] = v
             tls = self._tls
             tls.ctx, tls.merged = ctx, m
+            calling = getattr(self.step._calling, "objects", None)
+            if calling is None and self.step._fast is not None:  # a retrace from the fast path
+                calling = self.step._fast.objects
+            if calling is not None and len(calling) == len(m.objects):
+                ctx.copies = {id(o): c for o, c in zip(calling, m.objects)}
+            ctx.fresh = m.fresh_index
+            ctx.discover, ctx.owner = self.step._discover, self.step
             ok = False
             try:
                 ins = self.step.user_in_shardings

@@ -15,13 +15,28 @@ class _Stack(threading.local):
 _stack = _Stack()
 
 
+class Rediscover(BaseException):
+    """Internal: code running in a trace reached state the step does not thread yet, through a
+    converted function's own globals or closure cells; the step adds that place to its roots and
+    traces again (a BaseException, so that user code's ``except Exception`` cannot swallow it).
+    ``step`` is the step that must retrace (an outer one, for a nested ``hijaxc.jit``)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+
 class StepContext:
-    __slots__ = ("writes", "touched", "created")
+    __slots__ = ("writes", "touched", "created", "copies", "fresh", "discover", "owner")
 
     def __init__(self):
         self.writes = {}  # id(variable) -> "file:line" of the last write
         self.touched = {}  # id(variable) -> (variable, raw value before the first write)
         self.created = set()  # ids of Variables created while tracing
+        self.copies = {}  # id(caller's object) -> its trace-owned copy
+        self.fresh = ()  # ids of the trace-owned copies
+        self.discover = None  # place -> True if the step did not thread it yet (then retrace)
+        self.owner = None  # the step being traced
 
     def __enter__(self):
         _stack.frames.append(self)
@@ -54,3 +69,48 @@ def on_create(variable):
 def current():
     frames = _stack.frames
     return frames[-1] if frames else None
+
+
+def view(value, place):
+    """What code running in a trace sees for ``value``, read from ``place`` (``("g", globals,
+    name)``, ``("c", cell)``, or None when unknown): the trace's copy of a caller's object the step
+    threads; for state it does not thread yet, the step learns ``place`` and traces again.
+
+    With nested steps (a ``hijaxc.jit`` called while another traces) the value is mapped through
+    every step's copies, outermost first; the first step that neither threads it nor owns it is the
+    one that learns it (the outermost for the caller's own objects)."""
+    frames = _stack.frames
+    if not frames:
+        return value
+    for i, ctx in enumerate(frames):
+        k = id(value)
+        copy = ctx.copies.get(k)
+        if copy is not None:
+            value = copy
+            continue
+        if k in ctx.fresh or k in ctx.created:
+            continue
+        if place is None or ctx.discover is None:
+            continue
+        from .transforms import _holds_caller_state
+
+        if _holds_caller_state(value, ctx, frames[:i]) and ctx.discover(place):
+            raise Rediscover(ctx.owner)
+    return value
+
+
+def outer_copy(value):
+    """``value`` mapped through the copies of the steps being traced (a nested step's roots)."""
+    for ctx in _stack.frames:
+        value = ctx.copies.get(id(value), value)
+    return value
+
+
+def foreign(value, g, name):
+    """A converted function's read of its global ``name`` (generated code)."""
+    return view(value, ("g", g, name)) if _stack.frames else value
+
+
+def foreign_cell(value, cells, name):
+    """A converted function's read of its closure variable ``name`` (generated code)."""
+    return view(value, ("c", cells[name])) if _stack.frames else value

@@ -24,7 +24,9 @@ import jax
 import numpy as np
 
 from . import _adapter, state, variables
+from . import callees as _callees
 from .callees import convert as _convert
+from .context import view as _view
 from .errors import HijaxcError
 from .variables import Ref
 
@@ -54,15 +56,16 @@ def reachable(fn, seen=None):
         return out
     seen.add(id(fn))
     if isinstance(fn, functools.partial):
-        out.extend(a for a in list(fn.args) + list(fn.keywords.values()) if _holds_state(a))
+        out.extend(_view(a, None) for a in list(fn.args) + list(fn.keywords.values())
+                   if _holds_state(a))
         out.extend(reachable(fn.func, seen))
         return out
     if isinstance(fn, types.MethodType):
         if _holds_state(fn.__self__):
-            out.append(fn.__self__)
+            out.append(_view(fn.__self__, None))
         return out + reachable(fn.__func__, seen)
     if state._is_stateful(fn):
-        return [fn]
+        return [_view(fn, None)]
     if hasattr(fn, "__wrapped__") and not isinstance(fn, types.FunctionType):
         return reachable(fn.__wrapped__, seen)
     if not isinstance(fn, types.FunctionType):
@@ -75,7 +78,7 @@ def reachable(fn, seen=None):
         if isinstance(v, (types.FunctionType, functools.partial, types.MethodType)):
             out.extend(reachable(v, seen))
         elif _holds_state(v):
-            out.append(v)
+            out.append(_view(v, ("c", cell)))
     names = set()
     _code_names(fn.__code__, names)
     g = fn.__globals__
@@ -83,10 +86,11 @@ def reachable(fn, seen=None):
         v = g.get(n)
         if v is None or isinstance(v, (types.ModuleType, type)):
             continue
-        if isinstance(v, types.FunctionType) and v.__module__ == fn.__module__:
+        if isinstance(v, types.FunctionType) and (v.__module__ == fn.__module__
+                                                  or _callees.is_user_code(v.__code__)):
             out.extend(reachable(v, seen))
         elif _holds_state(v):
-            out.append(v)
+            out.append(_view(v, ("g", g, n)))
     return out
 
 
@@ -103,6 +107,37 @@ def _holds_state(x, depth=0):
                 x, is_leaf=lambda z: isinstance(z, _adapter.FlaxVariable)))
         except Exception:
             return False
+    return False
+
+
+def _holds_caller_state(x, ctx, outer=(), depth=0):
+    """Whether ``x`` holds state of the caller of the step ``ctx`` describes: a Variable / Ref (or
+    a Module / container holding one) that is neither a copy owned by that trace nor created in
+    it, and that holds concrete values or is a copy owned by an enclosing step's trace (``outer``
+    contexts).  What ``context.view`` must make the step thread."""
+    k = id(x)
+    if depth > 6 or k in ctx.fresh or k in ctx.created:
+        return False
+    if isinstance(x, (Ref, _adapter.FlaxVariable)):
+        if any(k in o.fresh for o in outer):
+            return True
+        raw = x._value if isinstance(x, Ref) else _get_raw(x)
+        return not any(_adapter.is_tracer(y) for y in jax.tree.leaves(raw))
+    if _adapter.is_graph_node(x):
+        if any(k in o.fresh for o in outer):
+            return True
+        return any(_holds_caller_state(y, ctx, outer, depth + 1)
+                   for y in _adapter.node_items(x).values())
+    if isinstance(x, (list, tuple)):
+        return any(_holds_caller_state(y, ctx, outer, depth + 1) for y in x)
+    if isinstance(x, dict):
+        return any(_holds_caller_state(y, ctx, outer, depth + 1) for y in x.values())
+    if type(x).__name__ == "State":
+        try:
+            leaves = jax.tree.leaves(x, is_leaf=lambda z: isinstance(z, _adapter.FlaxVariable))
+        except Exception:
+            return False
+        return any(_holds_caller_state(y, ctx, outer, depth + 1) for y in leaves)
     return False
 
 

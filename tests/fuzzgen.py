@@ -844,6 +844,9 @@ class Generator:
             same = [p for p, o2 in cands if o2 is o or (
                 o.kind in FLOAT_KINDS and o2.kind == o.kind and o2.shape == o.shape)]
             second.append(self.ch.pick(same))
+        for g in self.globals_:  # the helper may also reach module globals directly (its own)
+            if g in scope.objs and "helper_globals" not in self.avoid and self.ch.flag(50):
+                inner.objs[g] = scope.objs[g]
         z = self.fresh("z")
         inner.arrs[z] = (3,)
         z1, z2 = self.expr(scope, (3,)), self.expr(scope, (3,)) if twice else None

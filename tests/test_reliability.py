@@ -83,8 +83,9 @@ class _Opaque:
     pass
 
 
-#: A Variable no compiled function threads: only a helper (whose globals hijaxc does not analyse)
-#: writes it, so hijaxc must put its value back when the trace fails.
+#: A Variable the compiled function does not name: only a helper writes it, through its own
+#: globals; the step learns it while tracing (context.view) and threads it, so when the trace then
+#: fails the Variable must keep its value.
 _FOREIGN = hijaxc.Variable(jnp.array(5.0))
 #: Armed by the execution-stage injection: the host callback inside the step raises while set.
 _ARMED = [False]
@@ -323,7 +324,9 @@ def test_fault_leaves_caller_state_unchanged(stage, path):
     splits = jf.step.stats["splits"]
     with inject(jf), pytest.raises(exc[0], match=exc[1]):
         jf(world["m"], world["r"], x_fail)
-    if path == "steady_state":
+    if path == "steady_state" and stage != "trace_unthreaded_write_then_raise":
+        # (that stage's helper reaches a Variable the step did not thread yet: the step learns it
+        # during the failing call's trace and traces again through the slow path)
         assert jf.step.stats["splits"] == splits, "the failing call did not take the fast path"
     assert not [i for i, a in enumerate(held) if a.is_deleted()], "a caller-held array was deleted"
     dead = [(p, _broken(v)) for p, v in _variables(world) if _broken(v)]
