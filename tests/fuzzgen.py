@@ -797,42 +797,34 @@ class Generator:
         name = self.fresh("h")
         twice = self.ch.flag(40)
         inner = scope.child(values_only=scope.values_only or twice, depth=scope.depth + 1)
-        params, first, second = [], [], []
-        for _ in range(self.ch.integer(0, 2)):
-            cands = self.paths(scope, lambda o: o.kind != "list")
-            if not cands:
-                break
-            path, o = self.ch.pick(cands)
-            q = self.fresh("q")
-            params.append(q)
-            inner.objs[q] = o
-            first.append(path)
-            same = [p for p, o2 in cands if o2 is o or (
-                o.kind in FLOAT_KINDS and o2.kind == o.kind and o2.shape == o.shape)]
-            second.append(self.ch.pick(same))
-        z = self.fresh("z")
-        inner.arrs[z] = (3,)
-        # the call's arguments first: the body may add attributes/keys the caller cannot see yet
-        z1, z2 = self.expr(scope, (3,)), self.expr(scope, (3,)) if twice else None
-        body = self.block(inner, self.ch.integer(1, 4))
-        body.append(f"return {self.expr(inner, (3,))}")
-        lines = [f"def {name}({', '.join(params + [z])}):"] + ["    " + s for s in body]
-        out = self.fresh("t")
-        lines.append(f"{out} = {name}({', '.join(first + [z1])})")
-        if twice:
-            lines.append(f"{out} = {out} + {name}({', '.join(second + [z2])})")
-        scope.arrs[out] = (3,)
-        return lines
+        definition, calls = self._function_called(scope, name, inner, twice, (0, 2), (1, 4))
+        return definition + calls
 
     def st_helper(self, scope):
         """A module-level function (not the compiled one, not nested in it) that receives objects
-        and mutates them, possibly in lax control flow: hijaxc converts it when it is called."""
+        and mutates them, possibly in lax control flow, and may reach module globals directly:
+        hijaxc converts it when it is called (and learns the globals it reaches)."""
         name = self.fresh("hh")
         twice = self.ch.flag(40)
         inner = Scope({}, {}, values_only=scope.values_only or twice, depth=scope.depth + 1,
                       no_control=scope.no_control)
+
+        def own_globals():
+            for g in self.globals_:
+                if g in scope.objs and "helper_globals" not in self.avoid and self.ch.flag(50):
+                    inner.objs[g] = scope.objs[g]
+
+        definition, calls = self._function_called(scope, name, inner, twice, (1, 2), (1, 3),
+                                                  before_body=own_globals)
+        self.helpers.append(definition)
+        return calls
+
+    def _function_called(self, scope, name, inner, twice, n_params, n_stmts, before_body=None):
+        """(definition lines, call lines) of a function ``name`` over ``inner`` that receives
+        objects of ``scope`` as parameters (called twice, on possibly other objects, if ``twice``)
+        and returns a (3,) array bound to a fresh name in ``scope``."""
         params, first, second = [], [], []
-        for _ in range(self.ch.integer(1, 2)):
+        for _ in range(self.ch.integer(*n_params)):
             cands = self.paths(scope, lambda o: o.kind != "list")
             if not cands:
                 break
@@ -844,21 +836,21 @@ class Generator:
             same = [p for p, o2 in cands if o2 is o or (
                 o.kind in FLOAT_KINDS and o2.kind == o.kind and o2.shape == o.shape)]
             second.append(self.ch.pick(same))
-        for g in self.globals_:  # the helper may also reach module globals directly (its own)
-            if g in scope.objs and "helper_globals" not in self.avoid and self.ch.flag(50):
-                inner.objs[g] = scope.objs[g]
+        if before_body is not None:
+            before_body()
         z = self.fresh("z")
         inner.arrs[z] = (3,)
+        # the call's arguments first: the body may add attributes/keys the caller cannot see yet
         z1, z2 = self.expr(scope, (3,)), self.expr(scope, (3,)) if twice else None
-        body = self.block(inner, self.ch.integer(1, 3))
+        body = self.block(inner, self.ch.integer(*n_stmts))
         body.append(f"return {self.expr(inner, (3,))}")
-        self.helpers.append([f"def {name}({', '.join(params + [z])}):"] + ["    " + x for x in body])
+        definition = [f"def {name}({', '.join(params + [z])}):"] + ["    " + s for s in body]
         out = self.fresh("t")
-        lines = [f"{out} = {name}({', '.join(first + [z1])})"]
+        calls = [f"{out} = {name}({', '.join(first + [z1])})"]
         if twice:
-            lines.append(f"{out} = {out} + {name}({', '.join(second + [z2])})")
+            calls.append(f"{out} = {out} + {name}({', '.join(second + [z2])})")
         scope.arrs[out] = (3,)
-        return lines
+        return definition, calls
 
     # -- lax control flow: bodies mutate captured (or received) Variables, values only ----------
     def body_scope(self, scope):
