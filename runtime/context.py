@@ -2,6 +2,7 @@
 
 Variables report writes here while a ``hijaxc.jit`` step is traced, so the write-back can warn, at
 the user's line, when a write to a lojax Variable is dropped (S2)."""
+import contextlib
 import threading
 
 from . import location
@@ -9,7 +10,10 @@ from . import location
 
 class _Stack(threading.local):
     def __init__(self):
-        self.frames = []
+        self.frames = []  # StepContexts of the steps being traced, outermost first
+        # (capture, number of step frames when it began) of the transform bodies being traced,
+        # outermost first; a capture concerns the objects of the step being traced when it began
+        self.captures = []
 
 
 _stack = _Stack()
@@ -24,6 +28,26 @@ class Rediscover(BaseException):
     def __init__(self, step):
         super().__init__()
         self.step = step
+
+
+class Uncaptured(BaseException):
+    """Internal: a transform body, while traced, read state its capture does not hold (a step's
+    copy a converted helper reached through its own globals); the transform captures ``value``
+    too and traces again."""
+
+    def __init__(self, capture, value):
+        super().__init__()
+        self.capture, self.value = capture, value
+
+
+@contextlib.contextmanager
+def watching(capture):
+    caps = _stack.captures
+    caps.append((capture, len(_stack.frames)))
+    try:
+        yield
+    finally:
+        caps.pop()
 
 
 class StepContext:
@@ -96,13 +120,29 @@ def view(value, place):
 
         if _holds_caller_state(value, ctx, frames[:i]) and ctx.discover(place):
             raise Rediscover(ctx.owner)
+    if _stack.captures:
+        _check_captures(value)
     return value
+
+
+def _check_captures(value):
+    """A copy owned by the innermost step being traced, read in transform bodies (of that step)
+    whose captures lack it: the outermost such transform must capture it and trace again."""
+    frames = _stack.frames
+    depth = len(frames)
+    if not depth or id(value) not in frames[-1].fresh:
+        return
+    for cap, d in _stack.captures:  # outermost first: an outer loop threads what an inner writes
+        if d == depth and not cap.holds(value):
+            raise Uncaptured(cap, value)
 
 
 def outer_copy(value):
     """``value`` mapped through the copies of the steps being traced (a nested step's roots)."""
     for ctx in _stack.frames:
         value = ctx.copies.get(id(value), value)
+    if _stack.captures:
+        _check_captures(value)
     return value
 
 

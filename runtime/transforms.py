@@ -23,7 +23,7 @@ import types
 import jax
 import numpy as np
 
-from . import _adapter, state, variables
+from . import _adapter, context, state, variables
 from . import callees as _callees
 from .callees import convert as _convert
 from .context import view as _view
@@ -148,6 +148,7 @@ class Captured:
     def __init__(self, roots):
         s = state.split(list(roots), [f"captured{i}" for i in range(len(roots))])
         self.split = s
+        self._ids = None
         self.slots = []  # (object, is_ref)
         self.nodes = []
         for k, spec in enumerate(s.objects_spec):
@@ -178,11 +179,23 @@ class Captured:
         saved_states = [self._swap_state(o) for o in self.nodes]
         self.write(values)
         try:
-            yield self
+            with self.watch():
+                yield self
         finally:
             self.write(saved)
             for o, st in zip(self.nodes, saved_states):
                 self._restore_state(o, st)
+
+    def watch(self):
+        """While the body runs: state it reads that this capture lacks is reported
+        (``context.view`` raises ``Uncaptured``; ``_learning`` adds it and traces again)."""
+        return context.watching(self)
+
+    def holds(self, obj):
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = {id(o) for o in self.split.objects}
+        return id(obj) in ids
 
     @staticmethod
     def _swap_state(o):
@@ -228,7 +241,7 @@ def _roots_of(s):
     return out
 
 
-def _capture(*fns, operands=()):
+def _capture(*fns, operands=(), extra=()):
     roots = []
     seen = set()
     for f in fns:
@@ -237,6 +250,7 @@ def _capture(*fns, operands=()):
     for o in operands:
         if _holds_state(o):
             roots.append(o)
+    roots.extend(extra)
     return Captured(roots)
 
 
@@ -315,75 +329,85 @@ def _reject_stateful_carry(name, init):
 def fori_loop(lower, upper, body_fun, init_val, **kwargs):
     _reject_stateful_carry("fori_loop", init_val)
     body_fun = _convert(body_fun)
-    cap = _capture(body_fun)
-    if not cap.slots:
-        return jax.lax.fori_loop(lower, upper, body_fun, init_val, **kwargs)
 
-    def body(i, carry):
-        val, st = carry
-        with cap.inside(st):
-            val = body_fun(i, val)
-            st = cap.read()
-        return val, st
+    def run(cap):
+        if not cap.slots:
+            return jax.lax.fori_loop(lower, upper, _watched(cap, body_fun), init_val, **kwargs)
 
-    val, st = jax.lax.fori_loop(lower, upper, body, (init_val, cap.read()), **kwargs)
-    cap.write(st)
-    return val
+        def body(i, carry):
+            val, st = carry
+            with cap.inside(st):
+                val = body_fun(i, val)
+                st = cap.read()
+            return val, st
+
+        val, st = jax.lax.fori_loop(lower, upper, body, (init_val, cap.read()), **kwargs)
+        cap.write(st)
+        return val
+
+    return _learning(run, body_fun)
 
 
 def while_loop(cond_fun, body_fun, init_val):
     _reject_stateful_carry("while_loop", init_val)
     cond_fun, body_fun = _convert(cond_fun), _convert(body_fun)
-    cap = _capture(cond_fun, body_fun)
-    if not cap.slots:
-        return jax.lax.while_loop(cond_fun, body_fun, init_val)
 
-    def cond(carry):
-        val, st = carry
-        with cap.inside(st):
-            return cond_fun(val)
+    def run(cap):
+        if not cap.slots:
+            return jax.lax.while_loop(_watched(cap, cond_fun), _watched(cap, body_fun), init_val)
 
-    def body(carry):
-        val, st = carry
-        with cap.inside(st):
-            val = body_fun(val)
-            st = cap.read()
-        return val, st
+        def cond(carry):
+            val, st = carry
+            with cap.inside(st):
+                return cond_fun(val)
 
-    val, st = jax.lax.while_loop(cond, body, (init_val, cap.read()))
-    cap.write(st)
-    return val
+        def body(carry):
+            val, st = carry
+            with cap.inside(st):
+                val = body_fun(val)
+                st = cap.read()
+            return val, st
+
+        val, st = jax.lax.while_loop(cond, body, (init_val, cap.read()))
+        cap.write(st)
+        return val
+
+    return _learning(run, cond_fun, body_fun)
 
 
 def scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
     _reject_stateful_carry("scan", init)
     f = _convert(f)
     graph_xs = xs is not None and _is_graphy(xs)
-    cap = _capture(f)
-    if not cap.slots and not graph_xs:
-        return jax.lax.scan(f, init, xs, length=length, reverse=reverse, unroll=unroll, **kwargs)
-    xop = Operand(xs) if graph_xs else None
-    xs_in = xop.leaves if graph_xs else xs
 
-    def body(carry, x):
-        c, st = carry
-        with cap.inside(st):
-            if graph_xs:
-                x_obj = xop.build(x)
-                c, y = f(c, x_obj)
-                x_new = xop.state_leaves_after()
-            else:
-                c, y = f(c, x)
-                x_new = None
-            st = cap.read()
-        return (c, st), (y, x_new)
+    def run(cap):
+        if not cap.slots and not graph_xs:
+            return jax.lax.scan(_watched(cap, f), init, xs, length=length, reverse=reverse,
+                                unroll=unroll, **kwargs)
+        xop = Operand(xs) if graph_xs else None
+        xs_in = xop.leaves if graph_xs else xs
 
-    (c, st), (ys, xs_new) = jax.lax.scan(body, (init, cap.read()), xs_in, length=length,
-                                         reverse=reverse, unroll=unroll, **kwargs)
-    cap.write(st)
-    if graph_xs:
-        xop.write_back(xs_new)
-    return c, ys
+        def body(carry, x):
+            c, st = carry
+            with cap.inside(st):
+                if graph_xs:
+                    x_obj = xop.build(x)
+                    c, y = f(c, x_obj)
+                    x_new = xop.state_leaves_after()
+                else:
+                    c, y = f(c, x)
+                    x_new = None
+                st = cap.read()
+            return (c, st), (y, x_new)
+
+        (c, st), (ys, xs_new) = jax.lax.scan(body, (init, cap.read()), xs_in, length=length,
+                                             reverse=reverse, unroll=unroll, **kwargs)
+        cap.write(st)
+        if graph_xs:
+            xop.write_back(xs_new)
+        return c, ys
+
+    return _learning(run, f)
 
 
 # --- branches -------------------------------------------------------------------------------------
@@ -391,46 +415,67 @@ def _stateful_operands(operands):
     return any(_holds_state(o) or _is_graphy(o) for o in operands)
 
 
-def cond(pred, true_fun, false_fun, *operands, **kwargs):
-    # Operands that hold Variables/Modules are passed to the branches as the same objects (by
-    # closure), their values threaded like captured state: a write through them is kept.
+def _branches(lax_fn, first, fns, operands, kwargs):
+    """cond/switch: ``lax_fn(first, branches, *operands)`` with captured state threaded.
+    Operands that hold Variables/Modules are passed to the branches as the same objects (by
+    closure), their values threaded like captured state: a write through them is kept."""
     by_ref = _stateful_operands(operands)
-    true_fun, false_fun = _convert(true_fun), _convert(false_fun)
-    cap = _capture(true_fun, false_fun, operands=operands if by_ref else ())
-    if not cap.slots:
-        return jax.lax.cond(pred, true_fun, false_fun, *operands, **kwargs)
+    fns = [_convert(b) for b in fns]
 
-    def branch(fn):
-        def run(st, *ops):
-            with cap.inside(st):
-                out = fn(*(operands if by_ref else ops))
-                return out, cap.read()
-        return run
+    def run(cap):
+        if not cap.slots:
+            return lax_fn(first, [_watched(cap, b) for b in fns], *operands, **kwargs)
 
-    ops = () if by_ref else operands
-    out, st = jax.lax.cond(pred, branch(true_fun), branch(false_fun), cap.read(), *ops, **kwargs)
-    cap.write(st)
-    return out
+        def branch(fn):
+            def run_branch(st, *ops):
+                with cap.inside(st):
+                    out = fn(*(operands if by_ref else ops))
+                    return out, cap.read()
+            return run_branch
+
+        ops = () if by_ref else operands
+        out, st = lax_fn(first, [branch(b) for b in fns], cap.read(), *ops, **kwargs)
+        cap.write(st)
+        return out
+
+    return _learning(run, *fns, operands=operands if by_ref else ())
+
+
+def cond(pred, true_fun, false_fun, *operands, **kwargs):
+    return _branches(lambda p, fs, *ops, **kw: jax.lax.cond(p, fs[0], fs[1], *ops, **kw), pred,
+                     [true_fun, false_fun], operands, kwargs)
 
 
 def switch(index, branches, *operands, **kwargs):
-    by_ref = _stateful_operands(operands)
-    branches = [_convert(b) for b in branches]
-    cap = _capture(*branches, operands=operands if by_ref else ())
-    if not cap.slots:
-        return jax.lax.switch(index, branches, *operands, **kwargs)
+    return _branches(jax.lax.switch, index, list(branches), operands, kwargs)
 
-    def branch(fn):
-        def run(st, *ops):
-            with cap.inside(st):
-                out = fn(*(operands if by_ref else ops))
-                return out, cap.read()
-        return run
 
-    ops = () if by_ref else operands
-    out, st = jax.lax.switch(index, [branch(b) for b in branches], cap.read(), *ops, **kwargs)
-    cap.write(st)
-    return out
+# --- learning what a body reaches while it is traced ----------------------------------------------
+def _learning(run, *fns, operands=()):
+    """``run(cap)`` over the state ``fns`` reach (closures, globals, ...).  State the body reads
+    that this capture does not hold — the step's copy of a Variable a converted helper reaches
+    through its own globals, found only while the body is traced — makes ``context.view`` raise
+    ``Uncaptured`` for this capture: it is added, and the transform is traced again."""
+    extra = []
+    while True:
+        cap = _capture(*fns, operands=operands, extra=extra)
+        try:
+            return run(cap)
+        except context.Uncaptured as e:
+            if e.capture is not cap or len(extra) >= 64:
+                raise
+            extra.append(e.value)
+
+
+def _watched(cap, fn):
+    """``fn`` run with ``cap`` watching what it reads (the transform's no-state path)."""
+
+    @functools.wraps(fn)
+    def watched(*args, **kwargs):
+        with cap.watch():
+            return fn(*args, **kwargs)
+
+    return watched
 
 
 # --- function transforms --------------------------------------------------------------------------
@@ -455,10 +500,12 @@ def _wrap_transform(transform, fun, *t_args, written_back=True, **t_kwargs):
     @functools.wraps(fun)
     def wrapped(*args, **kwargs):
         fun_ = _convert(fun)
-        cap = _capture(fun_)
+        return _learning(lambda cap: attempt(cap, fun_, args, kwargs), fun_)
+
+    def attempt(cap, fun_, args, kwargs):
         ops, flat = _split_args(args)
         if not cap.slots and not any(o is not None for o in ops):
-            return transform(fun_, *t_args, **t_kwargs)(*args, **kwargs)
+            return transform(_watched(cap, fun_), *t_args, **t_kwargs)(*args, **kwargs)
 
         def inner(st, *flat_args, **kw):
             with cap.inside(st):
@@ -514,7 +561,9 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
     @functools.wraps(fun)
     def wrapped(*args, **kw):
         fun_ = _convert(fun)
-        cap = _capture(fun_)
+        return _learning(lambda cap: attempt(cap, fun_, args, kw), fun_)
+
+    def attempt(cap, fun_, args, kw):
         ops, flat = _split_args(args)
         # differentiated leaves: whole plain arguments, or the inexact leaves of graph arguments
         masks = {i: [_inexact(x) for x in flat[i]] for i in argnums_t if ops[i] is not None}

@@ -390,3 +390,49 @@ def test_introspection_learns_helper_state_too():
     before = int(_STEPS[...])
     f.eval_shape(X3)
     assert int(_STEPS[...]) == before
+
+
+class _Logger(nnx.Module):
+    """Its method writes a module global the compiled function never names."""
+
+    def __init__(self):
+        self.scale = hijaxc.Variable(jnp.array(0.5))
+
+    def log(self, x):
+        _STEPS[...] += 1
+        return x * self.scale[...]
+
+
+def test_transform_bodies_learn_state_a_method_reaches_through_its_globals():
+    """Found only while the body is traced: the loop / branch / grad captures it and retraces."""
+
+    def run(f, *args):
+        _STEPS[...] = 0
+        with python_control_flow():
+            eager = f(*args)
+        steps = int(_STEPS[...])
+        _STEPS[...] = 0
+        out = hijaxc.jit(f)(*args)
+        np.testing.assert_allclose(out, eager, rtol=1e-6)
+        assert int(_STEPS[...]) == steps > 0
+
+    lg = _Logger()
+
+    def loops(x):
+        def inner(i, c):
+            return c + lg.log(x)
+
+        def outer(c, _):
+            return jax.lax.fori_loop(0, 2, inner, c), None
+
+        c, _ = jax.lax.scan(outer, jnp.zeros(3), None, length=3)
+        return c
+
+    def branches(x):
+        return jax.lax.cond(x[0] > 0, lambda: lg.log(x), lambda: -lg.log(x))
+
+    def gradient(x):
+        return jax.grad(lambda y: jnp.sum(lg.log(y) ** 2))(x)
+
+    for f in (loops, branches, gradient):
+        run(f, X3)
