@@ -1,7 +1,13 @@
 """The trace-time context of the step being traced (thread-local).
 
 Variables report writes here while a ``hijaxc.jit`` step is traced, so the write-back can warn, at
-the user's line, when a write to a lojax Variable is dropped (S2)."""
+the user's line, when a write to a lojax Variable is dropped (S2).
+
+It also answers "which object does traced code see?" (``view``): code that hijaxc converted reads
+its own globals and closure cells through it, and gets the trace's copy of a caller's object the
+step threads.  State the step does not thread yet makes the step learn where it lives and trace
+again (``Rediscover``); state a transform body reads that its capture lacks makes the transform
+capture it and trace again (``Uncaptured``).  Both are BaseExceptions caught by hijaxc itself."""
 import contextlib
 import threading
 
