@@ -241,3 +241,17 @@ def test_refs_main(refs):
     _check_block(r["created_model"], 2, 64, 3)
     assert r["aliasing"]["dup_vars"] == [[("a",), ("c",)]]
     assert r["aliasing"]["dup_mods"] == [[("d",), ("f",)]]
+
+
+# -------------------------------------------------------------------------------------------------
+# stateful_helpers.py
+# -------------------------------------------------------------------------------------------------
+def test_stateful_helpers_main():
+    helpers = _load("stateful_helpers")
+    losses, model = helpers.main(steps=4, verbose=False)
+    assert _decreasing(losses), losses
+    assert int(helpers.STEP[...]) == 4  # the helper's module global, bumped every step
+    np.testing.assert_allclose(float(helpers.METRICS["loss"][...]), losses[-1], rtol=1e-6)
+    assert float(helpers.METRICS["grad_norm"][...]) > 0
+    assert int(model.layers_run[...]) == 4 * helpers.N_LAYERS  # written inside a method's scan
+    assert helpers.train_step.step.stats["fast_calls"] >= 2  # steady state after the first call
