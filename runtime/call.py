@@ -104,9 +104,17 @@ class Step:
                     out.append(place[1].cell_contents)
                 except ValueError:
                     out.append(MISSING)
-        if context.tracing():  # a step called while another traces: its copies, not the originals
-            out = [context.outer_copy(v) for v in out]
+        if context.tracing():
+            # A step called while another traces: the enclosing steps' copies, not the caller's
+            # originals; an original no enclosing step threads yet is learnt by the outermost one
+            # (context.view), which traces again.
+            out = [context.view(v, p) for v, p in zip(out, self._places())]
         return out
+
+    def _places(self):
+        g = self.free_globals
+        return [("c", cell) if cell is not None else ("g", g, name)
+                for name, cell in zip(self.free_names, self.free_cells)] + list(self.extra)
 
     def _discover(self, place):
         """Called while tracing: thread ``place`` from now on.  True if it is new (retrace)."""

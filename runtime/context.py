@@ -143,15 +143,6 @@ def _check_captures(value):
             raise Uncaptured(cap, value)
 
 
-def outer_copy(value):
-    """``value`` mapped through the copies of the steps being traced (a nested step's roots)."""
-    for ctx in _stack.frames:
-        value = ctx.copies.get(id(value), value)
-    if _stack.captures:
-        _check_captures(value)
-    return value
-
-
 def foreign(value, g, name):
     """A converted function's read of its global ``name`` (generated code)."""
     return view(value, ("g", g, name)) if _stack.frames else value
