@@ -207,6 +207,9 @@ class Step:
                 if self.cache.get(skey) is entry:
                     del self.cache[skey]
             raise
+        except Exception as e:
+            _note_lost_donation(e, self.name, leaves, mask)
+            raise
         finally:
             calling.objects = None
         del leaves
@@ -487,7 +490,11 @@ class Fast:
         jitted = entry.jitted.get(mask)
         if jitted is None:
             jitted = entry.jitted[mask] = _jitted_for(entry, mask, step.jit_kwargs)
-        new_leaves, box = jitted(*leaves)
+        try:
+            new_leaves, box = jitted(*leaves)
+        except Exception as e:
+            _note_lost_donation(e, step.name, leaves, mask)
+            raise
         del leaves
         step.stats["fast_calls"] += 1
         plan = box.plan
@@ -554,6 +561,19 @@ def _note_user_lines(e):
         e._hijaxc_noted = True
     except Exception:
         pass
+
+
+def _note_lost_donation(e, name, leaves, mask):
+    """A step that fails while executing, after XLA consumed its donated inputs, cannot restore
+    them: the Variables that held them now hold deleted arrays (S6 yields to S9 here; there is no
+    copy to go back to without doubling the state's memory).  Say so, and how to avoid it, rather
+    than leave the next read to fail with "Array has been deleted"."""
+    lost = [i for i in mask if type(leaves[i]) is _ArrayImpl and leaves[i].is_deleted()]
+    if lost and hasattr(e, "add_note"):
+        e.add_note(f"hijaxc: {name} failed while executing, after donating the buffers of {len(lost)} "
+                   "Variable(s) it writes back (donate='auto'): they now hold deleted arrays and "
+                   "their state is lost.  Use hijaxc.jit(..., donate=False) where a failure at run "
+                   "time must leave the state intact.")
 
 
 def _source_line(where):

@@ -289,12 +289,7 @@ def _stage_params():
         for path in ("first_call", "steady_state"):
             if stage == "writeback_apply_raises" and path == "steady_state":
                 continue  # the steady state writes back without WriteBack.apply (see its own test)
-            # The first call never donates today (see test_first_call_donates_sole_references), so
-            # an execution failure (or WriteBack.apply raising) on it still finds the old arrays
-            # alive: those first-call cases pass, and will fail like execution_donated-steady_state
-            # once the first call donates.
-            fails = stage in _XFAIL or (stage == "writeback_apply_raises" and path == "first_call")
-            marks = [pytest.mark.xfail(strict=True, reason=_XFAIL[stage])] if fails else []
+            marks = [pytest.mark.xfail(strict=True, reason=_XFAIL[stage])] if stage in _XFAIL else []
             out.append(pytest.param(stage, path, marks=marks, id=f"{stage}-{path}"))
     return out
 
@@ -919,6 +914,32 @@ def test_first_call_donates_sole_references():
     masks = [mask for e in f.step.cache.values() for mask in e.jitted]
     assert masks and all(len(mk) == 1 for mk in masks), masks
     np.testing.assert_array_equal(v[...], np.ones(1000))
+
+
+def test_execution_failure_after_donation_says_the_state_is_lost():
+    """The known cost of donation (execution_donated above): the error says which state is gone
+    and that donate=False keeps it, instead of leaving the next read to fail obscurely."""
+    v, kept = var(jnp.zeros(1000)), var(jnp.zeros(3))
+
+    def f(v, kept):
+        v[...] += 1.0
+        kept[...] += 1.0
+        jax.debug.callback(_fail_if_armed, v[...])
+
+    for donate, lost in (("auto", True), (False, False)):
+        jf = hijaxc.jit(f, donate=donate)
+        jf(v, kept)
+        jf(v, kept)  # the steady state (fast path)
+        before = np.asarray(kept[...]).copy()
+        with _inject_runtime_failure(jf), pytest.raises(Exception, match="injected runtime") as e:
+            jf(v, kept)
+        notes = "\n".join(getattr(e.value, "__notes__", []))
+        assert v.get_raw_value().is_deleted() is lost
+        assert ("donating the buffers of 2 Variable(s)" in notes) is lost, notes
+        assert ("donate=False" in notes) is lost, notes
+        if not lost:
+            np.testing.assert_array_equal(kept[...], before)
+        v, kept = var(jnp.zeros(1000)), var(jnp.zeros(3))
 
 
 def test_cache_does_not_keep_old_state_alive():
