@@ -6,9 +6,11 @@ and no graph node changed since (the global ``epoch``, bumped by every attribute
 node), it skips the graph walk entirely: it reads the cached Variables' raw values into a flat
 list, calls the compiled step, and writes the outputs back by index.
 """
+import collections
 import contextlib
 import functools
 import itertools
+import operator
 import sys
 import threading
 import warnings
@@ -19,6 +21,8 @@ from . import _adapter, context, state
 from .errors import HijaxcError
 
 _getrefcount = sys.getrefcount
+_is_not = operator.is_not
+_consume = collections.deque(maxlen=0).extend  # runs an iterator to its end in C
 _EPOCH = _adapter.EPOCH
 _MISS = object()
 _ArrayImpl = type(jax.numpy.zeros(()))
@@ -381,7 +385,7 @@ class Fast:
     __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
                  "n_leaves", "entry", "plan", "updates", "objects", "statics", "free",
                  "dicts", "lists", "container_sig", "donatable", "ref_updates_", "var_objs",
-                 "contiguous", "update_objs", "updates_in_order", "full_mask")
+                 "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
@@ -426,7 +430,7 @@ class Fast:
                 f.lists.append(o)
             elif spec[0] == "dict" and k != kwargs_k:
                 f.dicts.append(o)
-        f.container_sig = _container_sig(f.dicts, f.lists)
+        f.container_sig = _container_sig(f.dicts, f.lists) if f.dicts or f.lists else None
         f.epoch, f.n_args, f.kw_keys = epoch, len(args), tuple(kwargs)
         f.n_leaves, f.entry, f.plan, f.objects, f.statics = len(s.leaves), entry, plan, s.objects, statics
         f.updates = [(s.objects[k], i) for k, i in plan.var_updates]
@@ -440,6 +444,7 @@ class Fast:
         f.update_objs = [o for o, _ in f.updates]
         f.updates_in_order = [i for _, i in f.updates] == list(range(len(f.updates)))
         f.full_mask = tuple(f.donatable)
+        f.donate_prefix = f.donatable == list(range(len(f.donatable)))
         return f
 
     def call(self, step, args, kwargs):
@@ -455,7 +460,8 @@ class Fast:
             for a, b in zip(step.free_values(), self.free):
                 if a is not b:
                     return _MISS
-        if (self.dicts or self.lists) and _container_sig(self.dicts, self.lists) != self.container_sig:
+        if self.container_sig is not None and not _same_containers(self.dicts, self.lists,
+                                                                   self.container_sig):
             return _MISS
         if self.contiguous:
             leaves = list(map(_get_raw, self.var_objs))
@@ -479,13 +485,12 @@ class Fast:
         donatable = self.donatable
         if donatable and (step.donate == "auto" or step.donate is True):
             # a leaf held only by its Variable's slot (+ ``leaves`` + ``picked`` + the argument)
-            picked = [leaves[i] for i in donatable]
-            counts = list(map(_getrefcount, picked))
-            del picked
-            if max(counts) <= 4:
+            picked = leaves[:len(donatable)] if self.donate_prefix else [leaves[i] for i in donatable]
+            if max(map(_getrefcount, picked)) <= 4:
                 mask = self.full_mask
             else:
-                mask = tuple(i for i, c in zip(donatable, counts) if c <= 4)
+                mask = tuple(i for i, c in zip(donatable, map(_getrefcount, picked)) if c <= 4)
+            del picked
         entry = self.entry
         jitted = entry.jitted.get(mask)
         if jitted is None:
@@ -500,8 +505,7 @@ class Fast:
         plan = box.plan
         if plan is self.plan:
             if self.updates_in_order:
-                for _ in map(_set_raw, self.update_objs, new_leaves):
-                    pass
+                _consume(map(_set_raw, self.update_objs, new_leaves))
             else:
                 for o, i in self.updates:
                     _set_raw(o, new_leaves[i])
@@ -526,10 +530,23 @@ def _jitted_for(entry, mask, jit_kwargs):
 
 
 def _container_sig(dicts, lists):
-    """Identity signature of the plain lists/dicts in a graph (they change without __setattr__)."""
+    """What the plain lists/dicts in a graph hold (they change without ``__setattr__``): lengths,
+    keys, and the values themselves.  The values are kept (compared by identity), not their ids,
+    so that a replaced value cannot be mistaken for a new one that reuses its address."""
     chain = itertools.chain.from_iterable
-    return (tuple(map(len, dicts)), tuple(chain(dicts)), tuple(map(id, chain(map(dict.values, dicts)))),
-            tuple(map(len, lists)), tuple(map(id, chain(lists))))
+    return (list(map(len, dicts)), list(chain(dicts)), list(chain(map(dict.values, dicts))),
+            list(map(len, lists)), list(chain(lists)))
+
+
+def _same_containers(dicts, lists, sig):
+    """``dicts``/``lists`` still hold what ``sig`` recorded (one C-level pass per part: the fast
+    path checks the optimizer's ~260 state dicts of a 32-block model on every call)."""
+    chain = itertools.chain.from_iterable
+    # equal lengths first, so that the identity walks below compare value by value
+    return (list(map(len, dicts)) == sig[0] and list(map(len, lists)) == sig[3]
+            and list(chain(dicts)) == sig[1]
+            and not any(map(_is_not, chain(map(dict.values, dicts)), sig[2]))
+            and not any(map(_is_not, chain(lists), sig[4])))
 
 
 def _note_user_lines(e):

@@ -5,6 +5,7 @@ import numpy as np
 from flax import nnx
 
 import hijaxc
+import oracle
 from hijaxc import api, parse
 
 
@@ -119,3 +120,53 @@ def test_cache_is_bounded():
         v = hijaxc.Variable({str(i): jnp.zeros(()) for i in range(n)})
         f(v)
     assert len(f.step.cache) <= 4
+
+
+def test_plain_containers_changed_in_place_are_seen_by_the_steady_state():
+    """Plain dicts/lists in a graph change without ``__setattr__`` (no epoch bump): the fast path
+    compares their lengths, keys and values (by identity) on every call.  Each change below keeps
+    the lengths and is followed by a call that must see it (eager result as the oracle)."""
+
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.d = oracle.data({"a": hijaxc.Variable(jnp.ones(2)), "s": 2.5})
+            self.l = oracle.data([hijaxc.Variable(jnp.full(2, 3.0)), hijaxc.Variable(jnp.full(2, 5.0))])
+
+    def f(h):
+        out = jnp.zeros(2)
+        for k, v in h.d.items():
+            if isinstance(v, hijaxc.Variable):
+                v[...] += 1.0
+                out = out + (v[...] if k == "a" else -v[...])
+            else:
+                out = out * v
+        h.l[0][...] *= 2.0
+        return out + h.l[0][...] - h.l[1][...]
+
+    def swap_list(h):
+        h.l[0], h.l[1] = h.l[1], h.l[0]
+
+    def rename_key(h):
+        h.d["b"] = h.d.pop("a")  # same value, same length, another key
+        h.d["s"] = h.d.pop("s")  # keep "s" last
+
+    def replace_static_after_del(h):
+        del h.d["s"]
+        h.d["s"] = 0.5 + len(h.d)  # may reuse the old float's address
+
+    changes = [
+        lambda h: h.d.__setitem__("a", hijaxc.Variable(jnp.full(2, 10.0))),
+        swap_list, rename_key, replace_static_after_del,
+    ]
+    h, e = Holder(), Holder()
+    jf = hijaxc.jit(f)
+    for change in [None] + changes:
+        if change is not None:
+            change(h)
+            change(e)
+        for _ in range(2):  # the second call runs on the fast path
+            np.testing.assert_allclose(jf(h), f(e))
+            np.testing.assert_allclose(h.l[0][...], e.l[0][...])
+            np.testing.assert_allclose(h.l[1][...], e.l[1][...])
+            np.testing.assert_allclose(list(h.d.values())[0][...], list(e.d.values())[0][...])
+    assert jf.step.stats["fast_calls"] >= len(changes) + 1
