@@ -951,6 +951,48 @@ def test_cf_switch():
 
 
 @controlflow
+def test_cf_cond_and_switch_operands_hold_state_by_reference():
+    """Regression (fuzz seed 96): a Variable or Module passed as the *operand* of cond/switch was
+    flattened to arrays, so the branch wrote to a copy and the write was lost."""
+    def f(v, m, x):
+        def yes(ops):
+            v_, m_ = ops
+            v_[...] += x
+            m_.count[...] += 1
+            return v_[...].sum()
+
+        def no(ops):
+            ops[0][...] -= 1.0
+            return -ops[0][...].sum()
+
+        a = jax.lax.cond(x.sum() > 0, yes, no, (v, m))
+        b = jax.lax.switch(jnp.int32(x[0] > 0), [no, yes], (v, m))
+        return a + b
+
+    check_cf(lambda: (f, (var(jnp.zeros(2)), Counter(), X2)), calls=2)
+    check_cf(lambda: (f, (var(jnp.zeros(2)), Counter(), -X2)), calls=2)
+
+
+@controlflow
+@pytest.mark.parametrize("loop", ["fori_loop", "while_loop", "scan"])
+def test_cf_loop_carry_holding_state_is_rejected(loop):
+    """(fuzz seed 96) A loop carry is a value: Variables in it cannot be passed by reference, so
+    hijaxc says so instead of silently threading a copy; the caller's Variable is untouched."""
+    v = var(jnp.ones(2))
+
+    def f(v):
+        if loop == "fori_loop":
+            return jax.lax.fori_loop(0, 3, lambda i, c: c, v)
+        if loop == "while_loop":
+            return jax.lax.while_loop(lambda c: False, lambda c: c, v)
+        return jax.lax.scan(lambda c, x: (c, x), v, jnp.arange(3.0))
+
+    with pytest.raises(hijaxc.HijaxcError, match=f"{loop}: the loop carry holds Variables"):
+        hijaxc.jit(f)(v)
+    np.testing.assert_array_equal(v[...], np.ones(2))
+
+
+@controlflow
 def test_cf_nested_hijaxc_jit():
     def f(v, w):
         inner = hijaxc.jit(inc)
