@@ -16,6 +16,7 @@ Differences absorbed here (see ../shared/SPEC.md):
 - Variables are JAX pytrees in flax 0.11+ only; hijaxc's own Variables are pytrees everywhere.
 """
 import inspect
+import types
 
 import jax
 from flax import nnx
@@ -39,6 +40,13 @@ get_raw = _raw.__get__
 set_raw = _raw.__set__
 get_metadata = _meta.__get__
 set_metadata_dict = _meta.__set__
+
+#: Library functions whose job is to call the user's callables (``nnx.Sequential.__call__`` calls
+#: its layers): compiled code converts them like user code, so that the layers they call are
+#: converted too (runtime/callees.py) and a layer's own JAX transforms thread its state.
+LIBRARY_COMBINATORS = tuple(
+    f for f in (getattr(getattr(nnx, "Sequential", None), "__call__", None),)
+    if isinstance(f, types.FunctionType))
 
 HijaxVariable = getattr(variablelib, "HijaxVariable", None)
 HAS_FLAX_HIJAX = HijaxVariable is not None

@@ -9,7 +9,9 @@ therefore routes calls whose target it cannot prove to be library code through `
     self.bump()                 ->   __hx.callee(self.bump)()
 
 ``callee(f)`` returns ``f`` itself for anything that is not a Python function defined in user code
-(builtins, JAX, Flax, NumPy, the standard library, code hijaxc already generated), and otherwise
+(builtins, JAX, Flax, NumPy, the standard library, code hijaxc already generated; except the few
+library functions that only call the user's callables, ``_adapter.LIBRARY_COMBINATORS`` such as
+``nnx.Sequential.__call__``), and otherwise
 the *converted* function: the same source rewritten by the compiler (transforms redirected to the
 runtime, explicit mutations located, its own calls routed here), bound to the same globals, closure
 cells and ``self``.  Conversion is cached per code object, so it costs one parse per user function
@@ -24,6 +26,8 @@ import os
 import sys
 import sysconfig
 import types
+
+from . import _adapter
 
 _converter = [None]  # fn -> converted FunctionType, or None when it cannot/need not be converted
 
@@ -68,8 +72,11 @@ def is_user_code(code):
     return known
 
 
+_COMBINATORS = frozenset(f.__code__ for f in _adapter.LIBRARY_COMBINATORS)
+
+
 def _function(fn):
-    if not is_user_code(fn.__code__):
+    if not is_user_code(fn.__code__) and fn.__code__ not in _COMBINATORS:
         return None
     conv = _converter[0]
     return conv(fn) if conv is not None else None

@@ -436,3 +436,29 @@ def test_transform_bodies_learn_state_a_method_reaches_through_its_globals():
 
     for f in (loops, branches, gradient):
         run(f, X3)
+
+
+class Looping(nnx.Module):
+    """A layer whose ``__call__`` runs a lax loop that writes ``self``'s state."""
+
+    def __init__(self):
+        self.acc = hijaxc.Variable(jnp.zeros(3))
+        self.calls = hijaxc.Variable(jnp.array(0, jnp.int32))
+
+    def __call__(self, x):
+        def body(i, c):
+            self.acc[...] += x * (i + 1)
+            return c + self.acc[...].sum()
+
+        self.calls[...] += 1
+        return x + jax.lax.fori_loop(0, 2, body, 0.0)
+
+
+def test_layers_called_by_nnx_sequential_are_converted():
+    """``nnx.Sequential.__call__`` is library code that only calls the user's layers: it is
+    converted like user code (runtime/_adapter.py: LIBRARY_COMBINATORS), so a layer it calls can
+    run a JAX transform over its own state."""
+    def f(seq, x):
+        return seq(x).sum()
+
+    check_cf(lambda: (f, (nnx.Sequential(Looping(), Looping()), X3)), calls=2)
