@@ -5,7 +5,7 @@ A generated program is a module (one file, imported so that hijaxc can read its 
 defines a few ``nnx.Module`` classes and, for each function ``fK``, a factory ``make_fK()``: it
 builds fresh objects (module globals, closure cells, arguments -- with aliasing), and returns
 ``(fK, args, state)`` for :func:`oracle.check_eager`.  The function bodies read and write
-Variables through ``v[...]``, ``v[i]``, ``v['k']`` (new keys too), ``v.value``, augmented
+Variables through ``v[...]``, ``v[i]``, ``v['k']`` (new keys too; keys computed at run time too), ``v.value``, augmented
 assignment, attribute paths (``p0.sub.w[...] += ...``), aliases, nested functions and closures,
 methods, new Variables (returned), new Module attributes, and ``jax.lax.fori_loop`` / ``scan`` /
 ``cond`` / ``switch`` / ``while_loop`` bodies that mutate the Variables they capture or receive
@@ -671,17 +671,32 @@ class Generator:
         if not scope.values_only and self.ch.flag(35):  # a new key
             k = self.fresh("k")
             s = self.ch.pick(SHAPES)
-            line = f"{path}[{k!r}] = {self.expr(scope, s)}"
+            pre, key = self._key(k)
+            line = f"{path}[{key}] = {self.expr(scope, s)}"
             o.keys[k] = s
-            return [line]
+            return pre + [line]
         k = self.ch.pick(sorted(o.keys))
         s = o.keys[k]
         form = self.ch.integer(0, 2)
+        pre, key = self._key(k)
         if form == 0:
-            return [f"{path}[{k!r}] = {self.expr(scope, s)}"]
+            return pre + [f"{path}[{key}] = {self.expr(scope, s)}"]
         if form == 1:
-            return [f"{path}[{k!r}] += {self.increment(scope, s)}"]
-        return [f"{path}[{k!r}] *= {self.multiplier(scope, s)}"]
+            return pre + [f"{path}[{key}] += {self.increment(scope, s)}"]
+        return pre + [f"{path}[{key}] *= {self.multiplier(scope, s)}"]
+
+    def _key(self, k):
+        """``(lines, expression)`` naming dict key ``k``: the literal, or (dynamic keys) a string
+        computed when the function runs, inline or in a local."""
+        form = self.ch.weighted([(70, 0), (15, 1), (15, 2)])
+        if form == 0:
+            return [], repr(k)
+        computed = (f"{k[:1]!r} + str({int(k[1:])})" if k[1:].isdigit()
+                    else f"chr({ord(k)})" if len(k) == 1 else f"{k[:1]!r} + {k[1:]!r}")
+        if form == 1:
+            return [], computed
+        name = self.fresh("key")
+        return [f"{name} = {computed}"], name
 
     def st_local(self, scope):
         s = self.ch.pick(SHAPES)
