@@ -9,7 +9,8 @@ Variables through ``v[...]``, ``v[i]``, ``v['k']`` (new keys too; keys computed 
 assignment, attribute paths (``p0.sub.w[...] += ...``), aliases, nested functions and closures,
 methods, new Variables (returned), new Module attributes, and ``jax.lax.fori_loop`` / ``scan`` /
 ``cond`` / ``switch`` / ``while_loop`` bodies that mutate the Variables they capture or receive
-(values only: no new attributes or keys inside those bodies).
+(values only: no new attributes or keys inside those bodies), and ``jax.vmap`` of functions that
+read captured state.
 
 Every random decision goes through a *chooser* (:class:`RandomChooser` for plain seeded runs,
 :class:`HypothesisChooser` under hypothesis, which shrinks by shrinking the choices).  The generator keeps an abstract model of every object (kind, shape, dict keys,
@@ -873,8 +874,20 @@ class Generator:
 
     def st_control(self, scope):
         kind = self.ch.weighted([(3, "fori"), (3, "cond"), (2, "scan"), (1, "switch"), (1, "while"),
-                                 (2, "wrapped")])
+                                 (2, "wrapped"), (1, "vmap")])
         return getattr(self, f"cf_{kind}")(scope)
+
+    def cf_vmap(self, scope):
+        """``jax.vmap`` over the rows of a (2, 3) array of a function that *reads* the state it
+        captures (a function under vmap may not write captured state: one value per row)."""
+        r = self.fresh("r")
+        inner = self.body_scope(scope)
+        inner.arrs[r] = (3,)
+        xs = "xs" if "xs" in scope.arrs and self.ch.flag(50) else self.expr(scope, (2, 3))
+        out = self.fresh("t")
+        scope.arrs[out] = (2, 3)
+        body = self.ch.pick([f"0.5 * ({r} + {{}})", f"{r} * jnp.tanh({{}})", "{}"])
+        return [f"{out} = jax.vmap(lambda {r}: {body.format(self.expr(inner, (3,)))})({xs})"]
 
     def cf_wrapped(self, scope):
         """A nested function under jax.jit / hijaxc.jit / jax.checkpoint (decorator or call)."""
