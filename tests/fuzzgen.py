@@ -5,12 +5,12 @@ A generated program is a module (one file, imported so that hijaxc can read its 
 defines a few ``nnx.Module`` classes and, for each function ``fK``, a factory ``make_fK()``: it
 builds fresh objects (module globals, closure cells, arguments -- with aliasing), and returns
 ``(fK, args, state)`` for :func:`oracle.check_eager`.  The function bodies read and write
-Variables through ``v[...]``, ``v[i]``, ``v['k']`` (new keys too; keys computed at run time too), ``v.value``, augmented
-assignment, attribute paths (``p0.sub.w[...] += ...``), aliases, nested functions and closures,
-methods, new Variables (returned), new Module attributes, and ``jax.lax.fori_loop`` / ``scan`` /
-``cond`` / ``switch`` / ``while_loop`` bodies that mutate the Variables they capture or receive
-(values only: no new attributes or keys inside those bodies), and ``jax.vmap`` of functions that
-read captured state.
+Variables through ``v[...]``, ``v[i]``, ``v['k']`` (new keys too, and keys computed at run time),
+``v.value``, augmented assignment, attribute paths (``p0.sub.w[...] += ...``), aliases, nested
+functions and closures, methods, new Variables (returned), new Module attributes,
+``jax.lax.fori_loop`` / ``scan`` / ``cond`` / ``switch`` / ``while_loop`` bodies that mutate the
+Variables they capture or receive (values only: no new attributes or keys inside those bodies),
+and ``jax.vmap`` of functions that read captured state.
 
 Every random decision goes through a *chooser* (:class:`RandomChooser` for plain seeded runs,
 :class:`HypothesisChooser` under hypothesis, which shrinks by shrinking the choices).  The generator keeps an abstract model of every object (kind, shape, dict keys,
