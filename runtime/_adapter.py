@@ -48,6 +48,12 @@ LIBRARY_COMBINATORS = tuple(
     f for f in (getattr(getattr(nnx, "Sequential", None), "__call__", None),)
     if isinstance(f, types.FunctionType))
 
+#: flax's thread-local graph context, where ``nnx.cached_partial`` leaves a static cache for the
+#: next NNX transform to consume (None where flax has no such cache).
+NNX_GRAPH_CONTEXT = getattr(graph, "GRAPH_CONTEXT", None)
+if not hasattr(NNX_GRAPH_CONTEXT, "tmp_static_cache"):
+    NNX_GRAPH_CONTEXT = None
+
 HijaxVariable = getattr(variablelib, "HijaxVariable", None)
 HAS_FLAX_HIJAX = HijaxVariable is not None
 #: flax >= 0.12 keeps ``hijax``/``ref`` in every Variable's metadata and reads them back.

@@ -17,7 +17,7 @@ import warnings
 
 import jax
 
-from . import _adapter, context, state
+from . import _adapter, context, leaks, state
 from .errors import HijaxcError
 
 _getrefcount = sys.getrefcount
@@ -303,7 +303,7 @@ class Trace:
     generated pure step calls ``begin`` (merge -> fresh objects) and ``end`` (collect)."""
 
     __slots__ = ("step", "root_specs", "objects_spec", "statics", "_tls", "paths",
-                 "state_shardings")
+                 "state_shardings", "free_statics")
 
     def __init__(self, step, s, statics):
         self.step = step
@@ -317,6 +317,9 @@ class Trace:
                 if sh is not None:
                     self.state_shardings[spec[4][1]] = (sh, s.leaves[spec[4][1]].shape)
         self.root_specs, self.objects_spec, self.statics = s.root_specs, s.objects_spec, statics
+        names = step.free_names
+        self.free_statics = [((names[p[1]],) + p[2:] if len(p) > 1 and p[1] < len(names) else p, o)
+                             for p, o in s.free_statics]
 
     def __hash__(self):
         return id(self)
@@ -346,6 +349,7 @@ class Trace:
             ctx.fresh = m.fresh_index
             ctx.discover, ctx.owner = self.step._discover, self.step
             ok = False
+            snapshots = leaks.take(self.free_statics)
             try:
                 ins = self.step.user_in_shardings
                 if ins is not None:
@@ -358,6 +362,8 @@ class Trace:
                 tls.ctx = tls.merged = None
             if ok and leaked:
                 raise leaked
+            if ok:
+                leaks.check(snapshots, self.step.where)
 
     def end(self, out):
         if self.step.user_out_shardings is not None:
@@ -385,7 +391,8 @@ class Fast:
     __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
                  "n_leaves", "entry", "plan", "updates", "objects", "statics", "free",
                  "dicts", "lists", "container_sig", "donatable", "ref_updates_", "var_objs",
-                 "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix")
+                 "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix",
+                 "static_vars")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
@@ -415,10 +422,12 @@ class Fast:
                 return None
             f.free.append(v)
         f.var_slots, f.ref_slots, f.donatable = [], [], []
-        f.dicts, f.lists = [], []
+        f.dicts, f.lists, f.static_vars = [], [], []
         for k, spec in enumerate(s.objects_spec):
             o = s.objects[k]
-            if spec[0] == "var" and spec[4][0] == "leaf":
+            if spec[0] == "var" and spec[4][0] == "static":  # S12: re-checked, by identity
+                f.static_vars.append((o, spec[4][1]))
+            elif spec[0] == "var" and spec[4][0] == "leaf":
                 f.var_slots.append((spec[4][1], o))
                 if spec[3][0] and spec[3][1]:  # hijax and mutable: written back
                     f.donatable.append(spec[4][1])
@@ -460,6 +469,9 @@ class Fast:
             for a, b in zip(step.free_values(), self.free):
                 if a is not b:
                     return _MISS
+        for o, x in self.static_vars:
+            if _get_raw(o) is not x:
+                return _MISS
         if self.container_sig is not None and not _same_containers(self.dicts, self.lists,
                                                                    self.container_sig):
             return _MISS
