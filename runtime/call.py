@@ -303,13 +303,13 @@ class Trace:
     generated pure step calls ``begin`` (merge -> fresh objects) and ``end`` (collect)."""
 
     __slots__ = ("step", "root_specs", "objects_spec", "statics", "_tls", "paths",
-                 "state_shardings", "free_statics")
+                 "free_statics", "state_shardings")
 
     def __init__(self, step, s, statics):
         self.step = step
         self._tls = threading.local()  # two threads may trace the same structure at once
         self.paths = s.paths
-        # S11: each written-back Variable keeps the sharding its value had coming in
+        # S11: a Variable holding a sharded (not replicated) array keeps that sharding
         self.state_shardings = {}
         for spec in s.objects_spec:
             if spec[0] == "var" and spec[4][0] == "leaf":
@@ -373,10 +373,9 @@ class Trace:
                                          default_where=self.step.where, paths=self.paths)
         if self.state_shardings:
             for k, i in plan.var_updates:
-                j = self.objects_spec[k][4][1]
-                pinned = self.state_shardings.get(j)
+                pinned = self.state_shardings.get(self.objects_spec[k][4][1])
                 if pinned is not None and getattr(new_leaves[i], "shape", None) == pinned[1]:
-                    new_leaves[i] = jax.lax.with_sharding_constraint(new_leaves[i], pinned[0])
+                    new_leaves[i] = _adapter.keep_sharding(new_leaves[i], pinned[0])
         return new_leaves, _PlanBox(plan)
 
 
@@ -616,13 +615,14 @@ def _source_line(where):
 
 
 def _pinned_sharding(x):
-    """The sharding to keep for a state leaf: only multi-device shardings are pinned (single-device
-    placement is what jax.jit does anyway)."""
+    """The sharding to keep for a state leaf (S11): only an array split over several devices.  A
+    replicated (or single-device) Variable takes whatever sharding the computation gives its new
+    value, as under ``jax.jit`` and eagerly: updated with a sharded array, it comes out sharded."""
     sh = getattr(x, "sharding", None)
     if sh is None or _adapter.is_tracer(x):
         return None
     try:
-        if len(sh.device_set) <= 1:
+        if len(sh.device_set) <= 1 or sh.is_fully_replicated:
             return None
     except Exception:
         return None

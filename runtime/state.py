@@ -276,7 +276,9 @@ def merge(s_root_specs, s_objects_spec, leaves):
     # create every object first (so cycles and shared references resolve), then fill
     for k, spec in enumerate(s_objects_spec):
         kind = spec[0]
-        if kind == "var" or kind == "fvar":
+        if kind == "fvar":  # flax hijax: one pytree leaf inside too (its value is never an object)
+            objs[k] = _adapter.new_flax_hijax(spec[1], _value_of(spec[4], leaves), spec[2])
+        elif kind == "var":
             objs[k] = object.__new__(spec[1])
         elif kind == "ref":
             objs[k] = variables._ref_of(leaves[spec[1]])
@@ -301,7 +303,7 @@ def merge(s_root_specs, s_objects_spec, leaves):
 
     for k, spec in enumerate(s_objects_spec):
         kind, o = spec[0], objs[k]
-        if kind == "var" or kind == "fvar":
+        if kind == "var":
             value = build(spec[4])
             _fill_variable(o, value, dict(spec[2]))
         elif kind == "list":
@@ -319,6 +321,10 @@ def merge(s_root_specs, s_objects_spec, leaves):
     m.roots = [build(r) for r in s_root_specs]
     m.in_leaves = leaves
     return m
+
+
+def _value_of(spec, leaves):
+    return leaves[spec[1]] if spec[0] == "leaf" else spec[1]
 
 
 def _fill_variable(v, value, meta):
@@ -370,7 +376,9 @@ class WriteBack:
         new = [None] * len(self.new_specs)
         for j, spec in enumerate(self.new_specs):
             kind = spec[0]
-            if kind == "var":
+            if kind == "fvar":
+                new[j] = _adapter.new_flax_hijax(spec[1], _value_of(spec[4], leaves), spec[2])
+            elif kind == "var":
                 new[j] = object.__new__(spec[1])
             elif kind == "ref":
                 new[j] = variables._ref_of(leaves[spec[1]])
@@ -490,6 +498,12 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
         return ("pytree", treedef, tuple(visit(c, in_node) for c in children))
 
     def content(x, in_node):
+        if _adapter.is_flax_hijax(x):
+            cls, meta, value = _adapter.flax_variable_parts(x)
+            k = index.get(id(x))
+            if k is not None and k < n_in and _unchanged_static(s_objects_spec[k], value):
+                return ("fvar", cls, meta, (True, True), ("static", value))
+            return ("fvar", cls, meta, (True, True), leaf(value))
         if isinstance(x, _adapter.FlaxVariable) and not _adapter.is_flax_hijax(x):
             raw = _get_raw(x)
             k = index.get(id(x))
@@ -537,12 +551,16 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
     for k in range(n_in):
         spec, old = specs[k], s_objects_spec[k]
         kind = spec[0]
-        if kind == "var" and spec[4][0] == "static" and _unchanged_static(old, spec[4][1]):
+        if kind in ("var", "fvar") and spec[4][0] == "static" and _unchanged_static(old, spec[4][1]):
             if _meta_equal(spec[2], old[2]):
                 continue
-        elif kind == "var" and old[0] == "fvar":
+        elif kind == "fvar" and old[0] == "fvar" and spec[4][0] == "leaf":
             wb.fvar_updates.append((k, spec[4][1]))
             continue
+        if kind == "fvar":
+            raise InvalidValueError(f"{_fmt_path(paths[k]) if paths else 'a flax hijax Variable'}"
+                                    " now holds a non-array value; only arrays can be written "
+                                    "back to a flax hijax Variable")
         if kind == "var":
             hijax, _ = old[3]
             changed_meta = not _meta_equal(spec[2], old[2])
