@@ -7,17 +7,36 @@ Everything is feature detection (``hasattr`` / ``inspect``), never a version-str
   flax; ``jax.random.*(rngs.params(), shape)`` works everywhere.
 - ``make_optimizer`` / ``optimizer_update``: ``nnx.Optimizer(model, tx, wrt=...)`` and
   ``optimizer.update(model, grads)`` (flax 0.11+) vs ``nnx.Optimizer(model, tx)`` and
-  ``optimizer.update(grads)`` (flax 0.10); re-exported from hijaxc's runtime adapter.
+  ``optimizer.update(grads)`` (flax 0.10).
 - ``set_eval``: put a Module in inference mode (BatchNorm running averages, no Dropout).
 - ``fork_rngs`` / ``as_rngs``: ``rngs.fork(split=n)`` for a ``jax.vmap`` over layers (raw keys on
   flax 0.10, where ``Rngs`` is not a JAX pytree).
 - ``MODULES_ARE_PYTREES``: whether a plain ``jax.vmap`` can return a Module (flax 0.11+).
 - ``read``: ``v[...]``, or ``.value`` for flax 0.10's ``VariableState``.
 """
+import inspect
+
 import jax
 from flax import nnx
 
-from hijaxc.runtime._adapter import make_optimizer, optimizer_update  # noqa: F401
+#: flax 0.10 updates with ``optimizer.update(grads)`` (the model lives inside the optimizer)
+_UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).parameters
+
+
+def make_optimizer(model, tx, wrt=nnx.Param):
+    """``nnx.Optimizer(model, tx, wrt=wrt)`` (every supported flax takes ``wrt``)."""
+    return nnx.Optimizer(model, tx, wrt=wrt)
+
+
+def optimizer_update(optimizer, model, grads):
+    """``optimizer.update(model, grads)``; on flax 0.10 ``optimizer.update(grads)`` with the
+    gradients as a State shaped like the optimizer's parameters."""
+    if _UPDATE_TAKES_MODEL:
+        return optimizer.update(model, grads)
+    if isinstance(grads, nnx.Module):
+        grads = nnx.state(grads, optimizer.wrt)
+    params = nnx.state(optimizer.model, optimizer.wrt)
+    return optimizer.update(jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(grads)))
 
 #: the base class of NNX graph-node pytrees (``nnx.Pytree`` from flax 0.11, ``nnx.Object`` before)
 Pytree = getattr(nnx, "Pytree", None) or nnx.Object

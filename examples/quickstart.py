@@ -7,17 +7,18 @@ lines print that generated code (``hijaxc.show``).
 
     python examples/quickstart.py
 """
-import os
-import sys
+import inspect
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hijaxc  # noqa: E402
-from _compat import make_optimizer, optimizer_update  # noqa: E402
+import hijaxc
+
+# flax 0.10 (the `oldest` environment) updates the optimizer with `optimizer.update(grads)` (it
+# keeps the model inside); flax 0.11+ with `optimizer.update(model, grads)`, as in Flax's docs.
+FLAX_0_10_OPTIMIZER = "model" not in inspect.signature(nnx.Optimizer.update).parameters
 
 
 class Linear(nnx.Module):
@@ -42,21 +43,20 @@ class Block(nnx.Module):
 
 @hijaxc.jit
 def train_step(model, optimizer, x, y):
-    graphdef, params, nondiff = nnx.split(model, nnx.Param, ...)
-
-    def loss_fn(params):
-        model = nnx.merge(graphdef, params, nondiff)
+    def loss_fn(model):
         return ((model(x) - y) ** 2).mean()
 
-    # immutable Variables for jax.grad; the optimizer updates the model's Params in place
-    loss, grads = jax.value_and_grad(loss_fn)(hijaxc.vars_as(params, mutable=False))
-    optimizer_update(optimizer, model, grads)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    if FLAX_0_10_OPTIMIZER:
+        optimizer.update(grads)
+    else:
+        optimizer.update(model, grads)
     return loss
 
 
 def main(steps=5):
     model = Block(2, 64, 3, rngs=nnx.Rngs(0))
-    optimizer = make_optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     x = jax.random.uniform(jax.random.key(1), (16, 2))
     y = jnp.stack([x[:, 0] + x[:, 1], x[:, 0] - x[:, 1], x[:, 0] * x[:, 1]], axis=-1)
 

@@ -453,7 +453,8 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
                     c, y = f(c, x)
                     x_new = None
                 st = cap.read()
-            if KeptObjects().mark((c, y), cap, (xop,)) is not (c, y):
+            out = (c, y)
+            if KeptObjects().mark(out, cap, (xop,)) is not out:
                 raise HijaxcError(
                     f"{_where(f)}: a scan body returned (in its carry or ys) a Variable/Module it "
                     "updates by closure or through xs; scan stacks values, not objects.  Return "
