@@ -159,6 +159,10 @@ MERGE_HAS_COPY = "copy" in inspect.signature(nnx.merge).parameters
 MODULES_ARE_PYTREES = bool(jax.tree_util.all_leaves([nnx.Module()]) is False) or hasattr(nnx, "Pytree")
 
 # --- jax -----------------------------------------------------------------------------------------
+try:  # the concrete array type, without creating an array: importing hijaxc must not start
+    from jax._src.array import ArrayImpl  # JAX's backend (jax.distributed.initialize comes first)
+except ImportError:  # pragma: no cover
+    ArrayImpl = jax.Array
 _AxisType = getattr(jax.sharding, "AxisType", None)
 _reshard = getattr(jax.sharding, "reshard", None)
 

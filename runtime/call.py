@@ -25,7 +25,7 @@ _is_not = operator.is_not
 _consume = collections.deque(maxlen=0).extend  # runs an iterator to its end in C
 _EPOCH = _adapter.EPOCH
 _MISS = object()
-_ArrayImpl = type(jax.numpy.zeros(()))
+_ArrayImpl = _adapter.ArrayImpl
 _LEAF_TYPES = frozenset({_ArrayImpl, int, float, bool, complex})
 _get_raw, _set_raw = _adapter.get_raw, _adapter.set_raw
 MISSING = object()

@@ -626,10 +626,14 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
     @functools.wraps(fun)
     def wrapped(*args, **kw):
         fun_ = _convert(fun)
-        return _learning(lambda cap: attempt(cap, fun_, args, kw), fun_)
+        # stateful arguments that are not differentiated are passed by reference, their values
+        # threaded like captured state: one object with the aliases the loss captures (S4)
+        by_ref = {i for i, a in enumerate(args) if i not in argnums_t and _is_graphy(a)}
+        return _learning(lambda cap: attempt(cap, fun_, args, kw, by_ref), fun_,
+                         operands=[args[i] for i in sorted(by_ref)])
 
-    def attempt(cap, fun_, args, kw):
-        ops, flat = _split_args(args)
+    def attempt(cap, fun_, args, kw, by_ref):
+        ops, flat = _split_args([None if i in by_ref else a for i, a in enumerate(args)])
         # differentiated leaves: whole plain arguments, or the inexact leaves of graph arguments
         masks = {i: [_inexact(x) for x in flat[i]] for i in argnums_t if ops[i] is not None}
         diffs = tuple([x for x, m in zip(flat[i], masks[i]) if m] if i in masks else flat[i]
@@ -651,6 +655,8 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
 
         def inner(diffs_, st, rest_):
             full = assemble(diffs_, rest_)
+            for i in by_ref:
+                full[i] = args[i]
             with cap.inside(st):
                 out = fun_(*_build_args(ops, full), **kw)
                 after = (cap.read(), _after_args(ops, full))
