@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +64,7 @@ else:  # flax 0.10: no ``wrt``, ``update(grads)``
 
 class Model(nnx.Module):
     def __init__(self, rngs):
-        self.linear = nnx.Linear(8, 64, rngs=rngs)
+        self.linear = nnx.Linear(8, 64, use_bias=False, rngs=rngs)  # BatchNorm follows
         self.bn = nnx.BatchNorm(64, rngs=rngs)
         self.linear_out = nnx.Linear(64, 4, rngs=rngs)
 
@@ -150,7 +151,7 @@ def train(step_fn, mesh, steps):
     kept = sorted(p for p in before if after.get(p) == before[p])
     changed = sorted(p for p in before if after.get(p) != before[p])
     state = host_state((model, optimizer))
-    return dict(losses=losses, checksum=checksum(state), kept=len(kept), changed=changed,
+    return state, dict(losses=losses, checksum=checksum(state), kept=len(kept), changed=changed,
                 n_variables=len(before), specs={p: str(v[...].sharding.spec) for p, v in variables(model)})
 
 
@@ -201,9 +202,9 @@ def worker(args):
         mesh = Mesh(devices, tuple(MESH_SHAPE))
 
     t0 = time.perf_counter()
-    ours = train(hijaxc_step, mesh, args.steps)
+    state, ours = train(hijaxc_step, mesh, args.steps)
     t1 = time.perf_counter()
-    ref = train(nnx_step, mesh, args.steps)
+    _, ref = train(nnx_step, mesh, args.steps)
     t2 = time.perf_counter()
     if jax.process_index() == 0:
         print(f"{jax.process_count()} process(es) x {jax.local_device_count()} devices, "
@@ -218,6 +219,8 @@ def worker(args):
         print(f"same losses and checksum as nnx.jit: {ours['losses'] == ref['losses'] and ours['checksum'] == ref['checksum']}")
         print(f"time: hijaxc {t1 - t0:.2f} s, nnx.jit {t2 - t1:.2f} s (each: build, {args.steps} "
               "steps incl. compile, gather)")
+        if args.save_state:
+            np.savez(args.save_state, **state)
         print("RESULT " + json.dumps(dict(processes=jax.process_count(), hijaxc=ours, nnx_jit=ref)),
               flush=True)
     if args.processes > 1:
@@ -249,7 +252,7 @@ def launch(args):
         for i in range(args.processes):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(i), "--port", str(port),
                    "--processes", str(args.processes), "--steps", str(args.steps),
-                   "--fail-process", str(args.fail_process)]
+                   "--fail-process", str(args.fail_process), "--save-state", args.save_state]
             # the first worker leads a new process group, the others join it
             procs.append(subprocess.Popen(cmd, env=env, **in_group(procs[0].pid if procs else 0)))
         print("workers: " + " ".join(f"{i}:{p.pid}" for i, p in enumerate(procs)), flush=True)
@@ -283,13 +286,21 @@ def main(argv=None):
     ap.add_argument("--processes", type=int, default=2, choices=(1, 2, 4, 8))
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds, for all workers")
+    ap.add_argument("--save-state", default="", help="process 0 saves hijaxc's final state (.npz)")
     ap.add_argument("--fail-process", type=int, default=-1, help="(tests) this process fails")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is None:
         return launch(args)
-    worker(args)
+    try:
+        worker(args)
+    except BaseException:
+        # exit now: a normal exit would first wait for the other processes in JAX's distributed
+        # shutdown; the launcher sees the failure at once and stops the others
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
     return 0
 
 
