@@ -34,7 +34,6 @@ import time
 import traceback
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -46,19 +45,27 @@ N_DEVICES = 8  # over all processes
 MESH_SHAPE = {"data": 4, "model": 2}
 BATCH = 32
 
-# ---- the one place where the supported JAX / flax versions differ ----------------------------
-if "wrt" in inspect.signature(nnx.Optimizer.__init__).parameters:  # flax 0.11+
-    def make_optimizer(model):
-        return nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-
+# ---- the one place where the supported JAX / flax versions differ (feature detection) ---------
+if "model" in inspect.signature(nnx.Optimizer.update).parameters:  # flax 0.11+
     def apply_gradients(optimizer, model, grads):
         optimizer.update(model, grads)
-else:  # flax 0.10: no ``wrt``, ``update(grads)``
-    def make_optimizer(model):
-        return nnx.Optimizer(model, optax.adam(1e-2))
-
+else:  # flax 0.10: ``update(grads)`` (the optimizer holds the model)
     def apply_gradients(optimizer, model, grads):
         optimizer.update(grads)
+
+if hasattr(jax.sharding, "AxisType"):  # say Auto: ``jax.make_mesh`` makes Explicit axes on new JAX
+    def make_mesh(devices, names):
+        return Mesh(devices, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
+else:  # no axis types: every axis is Auto
+    def make_mesh(devices, names):
+        return Mesh(devices, names)
+
+if "jax_cpu_collectives_implementation" in jax.config.values:  # cross-process collectives on CPU
+    def use_gloo():
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+else:
+    def use_gloo():
+        jax.config.update("jax_cpu_enable_gloo_collectives", True)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -106,7 +113,7 @@ def global_array(value, sharding):
 
 def build(mesh):
     model = Model(nnx.Rngs(0))  # the same initial values in every process
-    optimizer = make_optimizer(model)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     for _, v in variables((model, optimizer)):
         x = v[...]
         x = global_array(x, NamedSharding(mesh, spec_for(x.shape)))
@@ -151,17 +158,18 @@ def train(step_fn, mesh, steps):
     kept = sorted(p for p in before if after.get(p) == before[p])
     changed = sorted(p for p in before if after.get(p) != before[p])
     state = host_state((model, optimizer))
-    return state, dict(losses=losses, checksum=checksum(state), kept=len(kept), changed=changed,
-                n_variables=len(before), specs={p: str(v[...].sharding.spec) for p, v in variables(model)})
+    return state, {"losses": losses, "checksum": checksum(state), "kept": len(kept), "changed": changed,
+                   "n_variables": len(before),
+                   "specs": {p: str(v[...].sharding.spec) for p, v in variables(model)}}
 
 
 # ---- worker ------------------------------------------------------------------------------------
-def use_gloo():
-    """Cross-process collectives on CPU (the flag's name depends on the JAX version)."""
-    if "jax_cpu_collectives_implementation" in jax.config.values:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    else:
-        jax.config.update("jax_cpu_enable_gloo_collectives", True)
+def exit_now(kind, value, tb):
+    """An uncaught error in a worker: print it and exit at once (a normal exit would first wait for
+    the other processes in JAX's distributed shutdown); the launcher then stops the others."""
+    traceback.print_exception(kind, value, tb)
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def exit_with_launcher():
@@ -192,14 +200,8 @@ def worker(args):
     if args.fail_process == jax.process_index():
         raise RuntimeError(f"process {jax.process_index()}: failing on purpose (--fail-process)")
     if jax.device_count() != N_DEVICES:
-        raise SystemExit(f"needs {N_DEVICES} devices over all processes, got {jax.device_count()}")
-    devices = np.array(jax.devices()).reshape(tuple(MESH_SHAPE.values()))
-    # Auto axes: hijaxc's step is compiled like jax.jit's (``jax.make_mesh`` makes Explicit axes
-    # by default on new JAX)
-    if hasattr(jax.sharding, "AxisType"):
-        mesh = Mesh(devices, tuple(MESH_SHAPE), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    else:
-        mesh = Mesh(devices, tuple(MESH_SHAPE))
+        raise RuntimeError(f"needs {N_DEVICES} devices over all processes, got {jax.device_count()}")
+    mesh = make_mesh(np.array(jax.devices()).reshape(tuple(MESH_SHAPE.values())), tuple(MESH_SHAPE))
 
     t0 = time.perf_counter()
     state, ours = train(hijaxc_step, mesh, args.steps)
@@ -221,7 +223,7 @@ def worker(args):
               "steps incl. compile, gather)")
         if args.save_state:
             np.savez(args.save_state, **state)
-        print("RESULT " + json.dumps(dict(processes=jax.process_count(), hijaxc=ours, nnx_jit=ref)),
+        print("RESULT " + json.dumps({"processes": jax.process_count(), "hijaxc": ours, "nnx_jit": ref}),
               flush=True)
     if args.processes > 1:
         jax.distributed.shutdown()
@@ -293,14 +295,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.worker is None:
         return launch(args)
-    try:
-        worker(args)
-    except BaseException:
-        # exit now: a normal exit would first wait for the other processes in JAX's distributed
-        # shutdown; the launcher sees the failure at once and stops the others
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
+    sys.excepthook = exit_now
+    worker(args)
     return 0
 
 
