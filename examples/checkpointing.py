@@ -30,6 +30,7 @@ import hijaxc
 
 MESH_SHAPE = {"data": 4, "model": 2}
 BATCH = 32
+TX = optax.adam(1e-2)  # one optimizer definition: a new one per model would make every step a new trace
 
 # ---- the one place where the supported JAX / flax versions differ (feature detection) ---------
 if "model" in inspect.signature(nnx.Optimizer.update).parameters:  # flax 0.11+
@@ -87,7 +88,7 @@ def shardings(tree):
 def new_state():
     """Model and optimizer, freshly initialised (flax 0.10's optimizer holds the model too)."""
     model = Model(nnx.Rngs(0))
-    return model, nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    return model, nnx.Optimizer(model, TX, wrt=nnx.Param)
 
 
 def build(mesh):
