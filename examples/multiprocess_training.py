@@ -41,6 +41,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import hijaxc
+
 N_DEVICES = 8  # over all processes
 MESH_SHAPE = {"data": 4, "model": 2}
 BATCH = 32
@@ -195,10 +197,6 @@ def worker(args):
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
                                    num_processes=args.processes, process_id=args.worker,
                                    initialization_timeout=60)
-    # imported only now: importing hijaxc starts JAX's backend (runtime/call.py builds a jnp array
-    # at import), and jax.distributed.initialize must come first
-    import hijaxc
-
     hijaxc_step = hijaxc.jit(train_step)  # updates model and optimizer in place
     if args.fail_process == jax.process_index():
         raise RuntimeError(f"process {jax.process_index()}: failing on purpose (--fail-process)")

@@ -115,9 +115,6 @@ def test_multiprocess_failure_stops_every_process():
     assert time.monotonic() - t0 < 60  # not the launcher's time limit: the failure was seen
 
 
-@pytest.mark.xfail(strict=True, reason="hijaxc bug: `import hijaxc` starts JAX's XLA backend "
-                   "(runtime/call.py: `_ArrayImpl = type(jax.numpy.zeros(()))` at import), so "
-                   "jax.distributed.initialize() must come before `import hijaxc`")
 def test_import_hijaxc_leaves_the_backend_alone():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
