@@ -80,6 +80,7 @@ class Change(NamedTuple):
     kind: str  # changed | new | removed
     category: str
     text: str
+    topic: str = ""  # what keeps changing, for the warning: the path, or "the items of vs"
 
     def __str__(self) -> str:
         return self.text
@@ -172,8 +173,8 @@ class Observer:
         if self.records:
             changes = closest_changes(sig, self.records)
             for c in changes:
-                self.changes[c.path] += 1
-                self.categories[c.path] = c.category
+                self.changes[c.topic or c.path] += 1
+                self.categories[c.topic or c.path] = c.category
         self.records.append(TraceRecord(self.traces, sig))
         self._maybe_warn()
         if changes is None or not self.explaining:
@@ -404,8 +405,10 @@ def _change(path, kind, item):
     cat = "shape" if item.role == "argument" and item.category == "shape" else "structure"
     if item.role == "internal attribute":
         cat = "internal"
-    what = item.role
-    return Change(p, kind, cat, f"{kind} {what} {p}" + (f": {item.text}" if kind == "new" else ""))
+    parent = "".join(path[:-1])
+    topic = f"the {item.role.split()[-1]}s of {parent}" if parent else f"the {item.role}s"
+    return Change(p, kind, cat, f"{kind} {item.role} {p}" + (f": {item.text}" if kind == "new" else ""),
+                  topic)
 
 
 def closest_changes(sig: dict, records) -> list[Change]:

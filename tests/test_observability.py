@@ -264,3 +264,47 @@ def test_cli_diff_subprocess(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "-    v[...] += 1" in r.stdout and "+    __hx.setitem(" in r.stdout
+
+
+def test_growing_list_warning_names_the_container():
+    @hijaxc.jit
+    def f(vs):
+        for v in vs:
+            v[...] += 1.0
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for n in range(1, 11):
+            f([hijaxc.Variable(jnp.zeros(())) for _ in range(n)])
+    (msg,) = [str(x.message) for x in w if issubclass(x.category, hijaxc.RetraceWarning)]
+    assert "the items of vs changed in 8 of 8 retraces" in msg and "structure" in msg
+
+
+_SHARDED = """
+import logging, sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import hijaxc
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+mesh = Mesh(np.array(jax.devices()), ("x",))
+
+@hijaxc.jit(explain=True)
+def f(v):
+    v[...] = v[...] * 2
+
+for spec in (P("x"), P(None, "x")):
+    f(hijaxc.Variable(jax.device_put(jnp.ones((8, 8)), NamedSharding(mesh, spec))))
+"""
+
+
+def test_sharding_change_is_explained(tmp_path):
+    import os
+
+    script = tmp_path / "sharded.py"
+    script.write_text(_SHARDED)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert "v: float32[8,8] sharded PartitionSpec('x',) -> float32[8,8] sharded " \
+           "PartitionSpec(None, 'x')" in r.stdout.replace("P(", "PartitionSpec("), r.stdout
