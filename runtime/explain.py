@@ -49,7 +49,8 @@ class RetraceWarning(UserWarning):
 
 class CacheInfo(NamedTuple):
     """``f.cache_info()``: traces (of calls), hits (calls served without tracing), fast_calls
-    (hits that took the steady-state path), entries and max_entries of the structure cache."""
+    (calls that took the steady-state path, which traces again only for new shapes), entries and
+    max_entries of the structure cache."""
 
     traces: int
     hits: int
@@ -81,6 +82,9 @@ class Change(NamedTuple):
     category: str
     text: str
     topic: str = ""  # what keeps changing, for the warning: the path, or "the items of vs"
+    aspect: str = ""  # of a changed Variable: "", type, mode, metadata
+    old: str = ""
+    new: str = ""
 
     def __str__(self) -> str:
         return self.text
@@ -273,7 +277,7 @@ def signature(trace, leaves, params, step) -> dict:
             mode = spec[3]
             mode_text = ("hijax" if mode[0] else "lojax") + ("" if mode[1] else ", immutable")
             add(path, "mode", role, "mode", mode_text, tuple(mode))
-            meta = {k: v for k, v in dict(spec[2]).items() if k not in ("hijax", "ref", "mutable")}
+            meta = {k: v for k, v in dict(spec[2]).items() if k not in _MODE_METADATA}
             if meta:
                 add(path, "metadata", role, "config", _short(meta), _static_cmp(_meta_items(meta)))
         elif kind == "ref":
@@ -306,6 +310,9 @@ def signature(trace, leaves, params, step) -> dict:
         name = (params[k] if k < len(params) else f"args[{k}]") if kind == "a" else str(k)
         add((name,), "", "static argument", "static", _short(v), _static_cmp(v))
     return out
+
+
+_MODE_METADATA = frozenset({"hijax", "ref", "mutable", "hijaxc"})  # reported as the mode
 
 
 def _free_names(step):
@@ -376,7 +383,8 @@ def _diff(old, new):
             if aspect == "" and item.category == "shape" and o.category != "shape":
                 cat = "type"
             out.append(Change("".join(path), "changed", cat,
-                              f"{''.join(path)}{suffix}: {o.text} -> {item.text}"))
+                              f"{''.join(path)}{suffix}: {o.text} -> {item.text}", "", aspect,
+                              o.text, item.text))
     for key, item in old.items():
         path, aspect = key
         if key in new or aspect or _under(path, gone_roots):
@@ -427,13 +435,13 @@ def _grouped(changes: list[Change]) -> list[str]:
     listed once with a count and the first paths."""
     groups: dict = {}
     for c in changes:
-        tail = c.text[len(c.path):] if c.kind == "changed" and c.text.startswith(c.path) else None
-        groups.setdefault(tail if tail is not None else id(c), []).append(c)
+        key = (c.aspect, c.old, c.new) if c.kind == "changed" and c.aspect else id(c)
+        groups.setdefault(key, []).append(c)
     out = []
     for key, cs in groups.items():
-        if isinstance(key, str) and len(cs) > 2:
-            first = ", ".join(c.path for c in cs[:3])
-            out.append(f"{len(cs)} paths ({first}, ...){key}")
+        if isinstance(key, tuple) and len(cs) > 2:
+            paths = ", ".join(c.path for c in cs[:3]) + (", ..." if len(cs) > 3 else "")
+            out.append(f"{key[0]} of {len(cs)} Variables ({paths}): {key[1]} -> {key[2]}")
         else:
             out.extend(c.text for c in cs)
     return out
