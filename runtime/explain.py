@@ -70,7 +70,7 @@ class Options(NamedTuple):
 class Item(NamedTuple):
     """One entry of a signature: how the path is reached, what it shows, what it compares."""
 
-    role: str  # argument | static argument | attribute | item | key | closure variable
+    role: str  # argument | static argument | attribute | item | key | free variable
     category: str  # shape | static | config | mode | type | structure
     text: str
     cmp: Any
@@ -225,91 +225,100 @@ _ADVICE = {
 # --- signatures ------------------------------------------------------------------------------
 def signature(trace, leaves, params, step) -> dict:
     """``{(path components, aspect): Item}`` of one trace, in the split's visiting order."""
-    # the placeholder of a static argument among the dynamic ones
-    from .call import MISSING
+    return _Walk(trace, leaves).roots(params, _free_names(step))
 
-    out = {}
-    seen = {}
-    specs = trace.objects_spec
-    state_shardings = getattr(trace, "state_shardings", {}) or {}
 
-    def add(path, aspect, role, category, text, cmp):
-        out[(path, aspect)] = Item(role, category, text, cmp)
+class _Walk:
+    """Walks a trace's specs (runtime/state.py's encoding) the way ``split`` visited them."""
 
-    def value(spec, path, role):
+    def __init__(self, trace, leaves):
+        # the placeholder of a static argument among the dynamic ones
+        from .call import MISSING
+
+        self.missing = MISSING
+        self.out, self.seen = {}, {}
+        self.trace, self.leaves, self.specs = trace, leaves, trace.objects_spec
+        self.shardings = getattr(trace, "state_shardings", {}) or {}
+
+    def add(self, path, aspect, role, category, text, cmp):
+        self.out[(path, aspect)] = Item(role, category, text, cmp)
+
+    def roots(self, params, names):
+        args_spec, kwargs_spec, free_spec = self.trace.root_specs
+        for j, c in enumerate(args_spec[1]):
+            self.value(c, (params[j] if j < len(params) else f"args[{j}]",), "argument")
+        if kwargs_spec[0] == "obj":
+            self.seen[kwargs_spec[1]] = ("**kwargs",)
+            for key, c in self.specs[kwargs_spec[1]][1]:
+                self.value(c, (str(key),), "argument")
+        for j, c in enumerate(free_spec[1]):
+            self.value(c, (names[j] if j < len(names) else f"<free {j}>",), "free variable")
+        for kind, k, v in self.trace.statics:
+            name = (params[k] if k < len(params) else f"args[{k}]") if kind == "a" else str(k)
+            self.add((name,), "", "static argument", "static", _short(v), _static_cmp(v))
+        return self.out
+
+    def children(self, specs, path, role, label):
+        for j, c in enumerate(specs):
+            self.value(c, path + (label(j),), role)
+
+    def value(self, spec, path, role):
         kind = spec[0]
         if kind == "leaf":
-            i = spec[1]
-            sh = state_shardings.get(i)
-            text = _aval_text(leaves[i]) + (f" sharded {_sharding_text(sh[0])}" if sh else "")
-            add(path, "", role, "shape", text, text)
-        elif kind == "static":
-            if spec[1] is MISSING:
-                return
-            add(path, "", role, "config", _short(spec[1]), _static_cmp(spec[1]))
+            sh = self.shardings.get(spec[1])
+            text = _aval_text(self.leaves[spec[1]]) + (f" sharded {_sharding_text(sh[0])}" if sh else "")
+            self.add(path, "", role, "shape", text, text)
+        elif kind == "static" and spec[1] is not self.missing:
+            self.add(path, "", role, "config", _short(spec[1]), _static_cmp(spec[1]))
         elif kind == "tuple":
-            add(path, "", role, "type", f"tuple of {len(spec[1])}", "tuple")
-            for j, c in enumerate(spec[1]):
-                value(c, path + (f"[{j}]",), "item")
+            self.add(path, "", role, "type", f"tuple of {len(spec[1])}", "tuple")
+            self.children(spec[1], path, "item", lambda j: f"[{j}]")
         elif kind == "pytree":
-            add(path, "", role, "type", f"pytree {_short(spec[1])}", spec[1])
-            for j, c in enumerate(spec[2]):
-                value(c, path + (f"[{j}]",), "item")
+            self.add(path, "", role, "type", f"pytree {_short(spec[1])}", spec[1])
+            self.children(spec[2], path, "item", lambda j: f"[{j}]")
         elif kind == "obj":
             k = spec[1]
-            if k in seen:
-                first = "".join(seen[k])
-                add(path, "", role, "structure", f"same object as {first}", ("alias", first))
+            if k in self.seen:
+                first = "".join(self.seen[k])
+                self.add(path, "", role, "structure", f"same object as {first}", ("alias", first))
             else:
-                seen[k] = path
-                content(specs[k], path, role)
+                self.seen[k] = path
+                self.content(self.specs[k], path, role)
 
-    def content(spec, path, role):
+    def content(self, spec, path, role):
         kind = spec[0]
         if kind in ("var", "fvar"):
-            sub = spec[4]
-            if sub[0] == "leaf":
-                value(sub, path, role)
-            else:
-                add(path, "", role, "structure", "Variable holding a Ref", "ref")
-                value(sub, path + (".ref",), "attribute")
-            add(path, "type", role, "type", spec[1].__name__, spec[1])
-            mode = spec[3]
-            mode_text = ("hijax" if mode[0] else "lojax") + ("" if mode[1] else ", immutable")
-            add(path, "mode", role, "mode", mode_text, tuple(mode))
-            meta = {k: v for k, v in dict(spec[2]).items() if k not in _MODE_METADATA}
-            if meta:
-                add(path, "metadata", role, "config", _short(meta), _static_cmp(_meta_items(meta)))
+            self.variable(spec, path, role)
         elif kind == "ref":
-            add(path, "", role, "shape", "Ref " + _aval_text(leaves[spec[1]]), _aval_text(leaves[spec[1]]))
+            text = _aval_text(self.leaves[spec[1]])
+            self.add(path, "", role, "shape", "Ref " + text, text)
         elif kind == "list":
-            add(path, "", role, "type", "list", "list")
-            for j, c in enumerate(spec[1]):
-                value(c, path + (f"[{j}]",), "item")
+            self.add(path, "", role, "type", "list", "list")
+            self.children(spec[1], path, "item", lambda j: f"[{j}]")
         elif kind == "dict":
-            add(path, "", role, "type", "dict", "dict")
+            self.add(path, "", role, "type", "dict", "dict")
             for key, c in spec[1]:
-                value(c, path + (f"[{key!r}]",), "key")
+                self.value(c, path + (f"[{key!r}]",), "key")
         elif kind == "node":
-            add(path, "", role, "type", spec[1].__name__, spec[1])
+            self.add(path, "", role, "type", spec[1].__name__, spec[1])
             for name, c in spec[4]:
                 internal = isinstance(name, str) and name.startswith(("_pytree__", "_object__"))
-                value(c, path + (f".{name}",), "internal attribute" if internal else "attribute")
+                self.value(c, path + (f".{name}",), "internal attribute" if internal else "attribute")
 
-    args_spec, kwargs_spec, free_spec = trace.root_specs
-    for j, c in enumerate(args_spec[1]):
-        value(c, (params[j] if j < len(params) else f"args[{j}]",), "argument")
-    if kwargs_spec[0] == "obj":
-        seen[kwargs_spec[1]] = ("**kwargs",)
-        for key, c in specs[kwargs_spec[1]][1]:
-            value(c, (str(key),), "argument")
-    names = _free_names(step)
-    for j, c in enumerate(free_spec[1]):
-        value(c, (names[j] if j < len(names) else f"<free {j}>",), "closure variable")
-    for kind, k, v in trace.statics:
-        name = (params[k] if k < len(params) else f"args[{k}]") if kind == "a" else str(k)
-        add((name,), "", "static argument", "static", _short(v), _static_cmp(v))
-    return out
+    def variable(self, spec, path, role):
+        sub = spec[4]
+        if sub[0] == "leaf":
+            self.value(sub, path, role)
+        else:
+            self.add(path, "", role, "structure", "Variable holding a Ref", "ref")
+            self.value(sub, path + (".ref",), "attribute")
+        self.add(path, "type", role, "type", spec[1].__name__, spec[1])
+        mode = spec[3]
+        mode_text = ("hijax" if mode[0] else "lojax") + ("" if mode[1] else ", immutable")
+        self.add(path, "mode", role, "mode", mode_text, tuple(mode))
+        meta = {k: v for k, v in dict(spec[2]).items() if k not in _MODE_METADATA}
+        if meta:
+            self.add(path, "metadata", role, "config", _short(meta), _static_cmp(_meta_items(meta)))
 
 
 _MODE_METADATA = frozenset({"hijax", "ref", "mutable", "hijaxc"})  # reported as the mode
