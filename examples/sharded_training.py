@@ -5,9 +5,10 @@ of 8 simulated CPU devices.
 
 (the flag is set here if absent).  The mesh is 4 (data) x 2 (fsdp): each batch is split over
 ``data``, each weight matrix's first axis over ``fsdp`` (Adam state follows its parameter).
-hijaxc compiles the step with every Variable's sharding pinned, so after the steps every
-parameter and optimizer-state leaf has exactly the sharding it started with, and the values equal
-a single-device run of the same steps.
+hijaxc compiles the step so that every Variable split over devices keeps its sharding: after the
+steps each sharded parameter and optimizer-state leaf has exactly the sharding it started with.
+Replicated ones (the biases) take the sharding XLA gives their update, as under ``jax.jit``.  The
+values equal a single-device run of the same steps.
 """
 import os
 import sys
@@ -108,6 +109,13 @@ def run(mesh=None, steps=5):
     return model, optimizer, losses, before
 
 
+def _equivalent(sharding, x):
+    try:
+        return sharding.is_equivalent_to(x.sharding, x.ndim)
+    except (IndexError, ValueError):  # a sharding of another rank
+        return False
+
+
 def main(verbose=True):
     devices = np.array(jax.devices()[:8])
     if devices.size < 8:
@@ -116,7 +124,7 @@ def main(verbose=True):
     model, optimizer, losses, before = run(mesh)
     ref_model, _, ref_losses, _ = run(None)
     after = {p: v[...].sharding for p, v in variables((model, optimizer))}
-    kept = all(after[p] == before[p] for p in before)
+    kept = all(after[p] == before[p] for p in before if not before[p].is_fully_replicated)
     same = all(np.allclose(np.asarray(a[...]), np.asarray(b[...]), atol=1e-5)
                for (_, a), (_, b) in zip(variables(model), variables(ref_model)))
     # no resharding between steps: the compiled step takes and returns every state leaf with the
@@ -128,8 +136,8 @@ def main(verbose=True):
     outs = jax.tree.leaves(compiled.output_shardings)
     leaves = [v[...] for _, v in variables((model, optimizer))]
     resharding = [".".join(map(str, p)) for (p, _), x_ in zip(variables((model, optimizer)), leaves)
-                  if not any(s_.is_equivalent_to(x_.sharding, x_.ndim) for s_ in outs)
-                  or not any(s_.is_equivalent_to(x_.sharding, x_.ndim) for s_ in ins)]
+                  if not any(_equivalent(s_, x_) for s_ in outs)
+                  or not any(_equivalent(s_, x_) for s_ in ins)]
     if verbose:
         print("losses (8 devices):", " ".join(f"{l:.5f}" for l in losses))
         print("losses (1 device): ", " ".join(f"{l:.5f}" for l in ref_losses))

@@ -26,11 +26,11 @@ from .runtime import (AliasingError, BatchStat, HijaxcError, ImmutableVariableEr
                      UnsupportedSyntaxError, Variable, find_duplicates, to_hijax, to_lojax,
                      use_hijax, var_defaults, vars_as, with_vars)
 
-from .api import JitFunction, jit, make_jaxpr, show
+from .api import JitFunction, cached_partial, jit, make_jaxpr, show
 from .runtime.explain import CacheInfo, RetraceWarning
 
 __all__ = [
-    "jit", "show", "make_jaxpr", "JitFunction", "Variable", "Param", "BatchStat", "Ref",
+    "jit", "cached_partial", "show", "make_jaxpr", "JitFunction", "Variable", "Param", "BatchStat", "Ref",
     "var_defaults", "use_hijax", "vars_as", "with_vars", "to_hijax", "to_lojax",
     "find_duplicates", "HijaxcError", "ImmutableVariableError", "AliasingError",
     "UnsupportedSyntaxError", "SourceUnavailableError", "TracerLeakError", "InvalidValueError",

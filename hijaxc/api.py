@@ -13,6 +13,7 @@ import functools
 import inspect
 import types
 import warnings
+from typing import Callable, NamedTuple
 
 import jax
 
@@ -23,8 +24,7 @@ from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 
 from . import analyse, cache, load, parse, rewrite
 
-_MISSING = object()
-
+_NNX_GRAPH_CONTEXT = _rt._adapter.NNX_GRAPH_CONTEXT
 
 class Transformed:
     """The result of compiling one function (cached per code object and closure layout)."""
@@ -118,6 +118,64 @@ def _fallback_pure(fn, names):
     return pure
 
 
+class Target(NamedTuple):
+    """What a callable compiles to: the Python function, and the arguments bound in front of (and
+    the keywords bound under) the caller's."""
+
+    fn: types.FunctionType
+    args: tuple
+    kwargs: dict
+
+
+def resolve_target(fun: Callable) -> Target:
+    """The Python function behind any callable ``jax.jit`` accepts (S13): functions, bound methods,
+    ``functools.partial`` (nested too), a ``hijaxc.jit`` or ``jax.jit`` object (compiled as the
+    function it wraps: one jit over the whole step, as jit-inside-jit would trace), and callable
+    objects such as Module instances (their class's ``__call__``, the instance bound first)."""
+    if isinstance(fun, types.FunctionType):
+        return Target(fun, (), {})
+    if isinstance(fun, functools.partial):
+        inner = resolve_target(fun.func)
+        return Target(inner.fn, inner.args + tuple(fun.args), {**inner.kwargs, **fun.keywords})
+    if isinstance(fun, JitFunction):
+        inner = resolve_target(fun._fn)
+        return Target(inner.fn, fun._bound + inner.args, {**inner.kwargs, **fun._bound_kw})
+    if isinstance(fun, types.MethodType):
+        inner = resolve_target(fun.__func__)
+        return Target(inner.fn, (fun.__self__,) + inner.args, inner.kwargs)
+    wrapped = getattr(fun, "__wrapped__", None)
+    if wrapped is not None and hasattr(fun, "lower"):  # a jax.jit-wrapped function
+        return resolve_target(wrapped)
+    call = getattr(type(fun), "__call__", None)
+    if isinstance(call, types.FunctionType):
+        return Target(call, (fun,), {})
+    raise TypeError(f"hijaxc.jit needs a Python callable (function, method, functools.partial, "
+                    f"or an object whose class defines __call__ in Python), got "
+                    f"{type(fun).__name__}: {fun!r:.80}")
+
+
+def static_positions(fn: types.FunctionType, n_bound: int, argnums, argnames):
+    """``(argnums, argnames)`` of ``fn``'s own signature, each completed from the other as
+    ``jax.jit`` does: given only numbers, the names of those positional-or-keyword parameters are
+    static too (and the other way round), so a static argument is static however it is passed.
+    ``argnums`` count the caller's arguments (after ``n_bound`` bound ones)."""
+    argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    argnames = (argnames,) if isinstance(argnames, str) else tuple(argnames)
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p.name if p.kind is p.POSITIONAL_OR_KEYWORD else None for p in params
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    nums = tuple(i + n_bound if i >= 0 else i for i in argnums)
+    if argnums and not argnames:
+        argnames = tuple(positional[i] for i in nums if -len(positional) <= i < len(positional)
+                         and positional[i] is not None)
+    elif argnames and not argnums:
+        nums = tuple(i for i, name in enumerate(positional) if name in argnames)
+    return nums, argnames
+
+
 class JitFunction:
     """What ``hijaxc.jit`` returns: call it like the function; ``.lower``, ``.trace``,
     ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
@@ -126,31 +184,18 @@ class JitFunction:
                  aliasing="share", explain=False, warn_after_traces=None, **jit_kwargs):
         if aliasing not in ("share", "error"):
             raise ValueError(f"aliasing must be 'share' or 'error', got {aliasing!r}")
+        target = resolve_target(fun)
+        self._fn, self._bound, self._bound_kw = target.fn, target.args, target.kwargs
+        functools.update_wrapper(self, target.fn)
         self.__wrapped__ = fun
-        self._bound = ()
-        self._bound_kw = {}
-        target = fun
-        if isinstance(fun, functools.partial):
-            self._bound, self._bound_kw = fun.args, dict(fun.keywords)
-            target = fun.func
-        if isinstance(target, JitFunction):  # jit of jit
-            target = target._fn
-        if isinstance(target, types.MethodType):
-            self._bound = (target.__self__,) + tuple(self._bound)
-            target = target.__func__
-        if not isinstance(target, types.FunctionType):
-            raise TypeError(f"hijaxc.jit needs a Python function, got {type(target).__name__}")
-        self._fn = target
-        functools.update_wrapper(self, target)
-        self.__wrapped__ = fun
-        if isinstance(static_argnums, int):
-            static_argnums = (static_argnums,)
-        if isinstance(static_argnames, str):
-            static_argnames = (static_argnames,)
-        self._options = dict(static_argnums=tuple(static_argnums), static_argnames=tuple(static_argnames),
+        self._options = dict(static_argnums=static_argnums, static_argnames=static_argnames,
                              donate=donate, aliasing=aliasing, jit_kwargs=jit_kwargs,
                              explain=explain, warn_after_traces=warn_after_traces)
         self._step = None
+
+    def _options_kwargs(self):
+        o = dict(self._options)
+        return {**o.pop("jit_kwargs"), **o}
 
     # compile lazily (decoration stays cheap; globals defined after the def are seen)
     @property
@@ -170,12 +215,12 @@ class JitFunction:
             _, pure = load.bind(t.codes, fn, _rt)
         cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
         o = self._options
-        nb = len(self._bound)
+        argnums, argnames = static_positions(fn, len(self._bound), o["static_argnums"],
+                                             o["static_argnames"])
         return _call.Step(
             pure, fn.__name__, free_names=names, free_cells=[cells.get(n) for n in names],
             free_globals=fn.__globals__,
-            static_argnums=tuple(i + nb if i >= 0 else i for i in o["static_argnums"]),
-            static_argnames=o["static_argnames"], donate=o["donate"], aliasing=o["aliasing"],
+            static_argnums=argnums, static_argnames=argnames, donate=o["donate"], aliasing=o["aliasing"],
             where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}", jit_kwargs=o["jit_kwargs"],
             observe=_explain.Options(o.get("explain", False), o.get("warn_after_traces"),
                                      fn.__code__.co_varnames[:fn.__code__.co_argcount]))
@@ -188,6 +233,10 @@ class JitFunction:
         return args, kwargs
 
     def __call__(self, *args, **kwargs):
+        if _NNX_GRAPH_CONTEXT is not None and _NNX_GRAPH_CONTEXT.tmp_static_cache is not None:
+            # called through nnx.cached_partial: its cached objects are clones sharing the
+            # caller's Variables; hijaxc keeps its own cache, flax's must be consumed
+            _NNX_GRAPH_CONTEXT.tmp_static_cache = None
         if self._bound or self._bound_kw:
             args, kwargs = self._args(args, kwargs)
         return self.step(*args, **kwargs)
@@ -226,6 +275,16 @@ class JitFunction:
 
     def __repr__(self):
         return f"<hijaxc.jit {self._fn.__qualname__}>"
+
+
+def cached_partial(f: Callable, *cached_args) -> "JitFunction":
+    """``nnx.cached_partial`` for hijaxc: ``f`` (a function or a ``hijaxc.jit`` one, whose options
+    are kept) with ``cached_args`` bound in front.  hijaxc's steady state already skips the graph
+    walk while the same objects come back, so unlike flax's this needs no clones: the bound objects
+    are the caller's own, and structural changes inside reach them as in any call."""
+    if isinstance(f, JitFunction):
+        return JitFunction(functools.partial(f, *cached_args), **f._options_kwargs())
+    return JitFunction(functools.partial(f, *cached_args))
 
 
 def jit(fun=None, *, static_argnums=(), static_argnames=(), donate="auto", aliasing="share",

@@ -48,6 +48,12 @@ LIBRARY_COMBINATORS = tuple(
     f for f in (getattr(getattr(nnx, "Sequential", None), "__call__", None),)
     if isinstance(f, types.FunctionType))
 
+#: flax's thread-local graph context, where ``nnx.cached_partial`` leaves a static cache for the
+#: next NNX transform to consume (None where flax has no such cache).
+NNX_GRAPH_CONTEXT = getattr(graph, "GRAPH_CONTEXT", None)
+if not hasattr(NNX_GRAPH_CONTEXT, "tmp_static_cache"):
+    NNX_GRAPH_CONTEXT = None
+
 HijaxVariable = getattr(variablelib, "HijaxVariable", None)
 HAS_FLAX_HIJAX = HijaxVariable is not None
 #: flax >= 0.12 keeps ``hijax``/``ref`` in every Variable's metadata and reads them back.
@@ -77,12 +83,19 @@ def new_variable(cls, value, metadata):
 def flax_variable_parts(v):
     """(type, metadata, value) of an NNX Variable, native hijax ones included."""
     if is_flax_hijax(v):
-        meta = dict(v.get_metadata())
-        meta["hijax"] = False
-        if "ref" in meta:
-            meta["ref"] = False
-        return v.var_type if hasattr(v, "var_type") else v._var_type, meta, v.get_value()
+        return v.var_type, dict(v.get_metadata()), v.get_value()
     return type(v), _meta.__get__(v), _raw.__get__(v)
+
+
+def new_flax_hijax(cls, value, metadata):
+    """A flax-native hijax Variable of ``cls`` holding ``value`` (a tracer inside a trace: flax's
+    own primitive makes it there), so that it stays one pytree leaf as it is outside."""
+    lojax = object.__new__(cls)
+    if TraceState is not None:
+        _trace.__set__(lojax, TraceState())
+    _meta.__set__(lojax, dict(metadata))
+    _raw.__set__(lojax, value)
+    return variablelib._new_hijax_from_variable(lojax)
 
 
 def flax_hijax_write(v, value):
@@ -146,6 +159,25 @@ MERGE_HAS_COPY = "copy" in inspect.signature(nnx.merge).parameters
 MODULES_ARE_PYTREES = bool(jax.tree_util.all_leaves([nnx.Module()]) is False) or hasattr(nnx, "Pytree")
 
 # --- jax -----------------------------------------------------------------------------------------
+_AxisType = getattr(jax.sharding, "AxisType", None)
+_reshard = getattr(jax.sharding, "reshard", None)
+
+
+def keep_sharding(x, sharding):
+    """``x`` (traced) laid out as ``sharding``, by what the mesh's axis types allow: on a mesh of
+    Explicit axes the sharding is part of the type, so a differing one is resharded (and a matching
+    one left alone: ``with_sharding_constraint`` would be an assertion there); on Auto or mixed
+    axes (and JAX without axis types) it is a sharding constraint for XLA's propagation."""
+    types = tuple(getattr(getattr(sharding, "mesh", None), "axis_types", None) or ())
+    if (_reshard is not None and _AxisType is not None and types
+            and all(t == _AxisType.Explicit for t in types)):
+        current = getattr(getattr(x, "aval", None), "sharding", None)
+        if current is not None and getattr(current, "spec", None) == sharding.spec:
+            return x
+        return _reshard(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+
 HAS_JIT_TRACE = hasattr(jax.jit(lambda: 0), "trace")
 HAS_HITYPES = hasattr(jax, "new_ref") and HAS_FLAX_HIJAX
 Tracer = jax.core.Tracer

@@ -17,7 +17,7 @@ import warnings
 
 import jax
 
-from . import _adapter, context, explain, state
+from . import _adapter, context, explain, leaks, state
 from .errors import HijaxcError
 
 _getrefcount = sys.getrefcount
@@ -304,13 +304,13 @@ class Trace:
     generated pure step calls ``begin`` (merge -> fresh objects) and ``end`` (collect)."""
 
     __slots__ = ("step", "root_specs", "objects_spec", "statics", "_tls", "paths",
-                 "state_shardings")
+                 "free_statics", "state_shardings")
 
     def __init__(self, step, s, statics):
         self.step = step
         self._tls = threading.local()  # two threads may trace the same structure at once
         self.paths = s.paths
-        # S11: each written-back Variable keeps the sharding its value had coming in
+        # S11: a Variable holding a sharded (not replicated) array keeps that sharding
         self.state_shardings = {}
         for spec in s.objects_spec:
             if spec[0] == "var" and spec[4][0] == "leaf":
@@ -318,6 +318,9 @@ class Trace:
                 if sh is not None:
                     self.state_shardings[spec[4][1]] = (sh, s.leaves[spec[4][1]].shape)
         self.root_specs, self.objects_spec, self.statics = s.root_specs, s.objects_spec, statics
+        names = step.free_names
+        self.free_statics = [((names[p[1]],) + p[2:] if len(p) > 1 and p[1] < len(names) else p, o)
+                             for p, o in s.free_statics]
 
     def __hash__(self):
         return id(self)
@@ -347,6 +350,7 @@ class Trace:
             ctx.fresh = m.fresh_index
             ctx.discover, ctx.owner = self.step._discover, self.step
             ok = False
+            snapshots = leaks.take(self.free_statics)
             try:
                 ins = self.step.user_in_shardings
                 if ins is not None:
@@ -359,6 +363,8 @@ class Trace:
                 tls.ctx = tls.merged = None
             if ok and leaked:
                 raise leaked
+            if ok:
+                leaks.check(snapshots, self.step.where)
 
     def end(self, out):
         if self.step.user_out_shardings is not None:
@@ -368,10 +374,9 @@ class Trace:
                                          default_where=self.step.where, paths=self.paths)
         if self.state_shardings:
             for k, i in plan.var_updates:
-                j = self.objects_spec[k][4][1]
-                pinned = self.state_shardings.get(j)
+                pinned = self.state_shardings.get(self.objects_spec[k][4][1])
                 if pinned is not None and getattr(new_leaves[i], "shape", None) == pinned[1]:
-                    new_leaves[i] = jax.lax.with_sharding_constraint(new_leaves[i], pinned[0])
+                    new_leaves[i] = _adapter.keep_sharding(new_leaves[i], pinned[0])
         return new_leaves, _PlanBox(plan)
 
 
@@ -386,7 +391,8 @@ class Fast:
     __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
                  "n_leaves", "entry", "plan", "updates", "objects", "statics", "free",
                  "dicts", "lists", "container_sig", "donatable", "ref_updates_", "var_objs",
-                 "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix")
+                 "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix",
+                 "static_vars")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
@@ -416,10 +422,12 @@ class Fast:
                 return None
             f.free.append(v)
         f.var_slots, f.ref_slots, f.donatable = [], [], []
-        f.dicts, f.lists = [], []
+        f.dicts, f.lists, f.static_vars = [], [], []
         for k, spec in enumerate(s.objects_spec):
             o = s.objects[k]
-            if spec[0] == "var" and spec[4][0] == "leaf":
+            if spec[0] == "var" and spec[4][0] == "static":  # S12: re-checked, by identity
+                f.static_vars.append((o, spec[4][1]))
+            elif spec[0] == "var" and spec[4][0] == "leaf":
                 f.var_slots.append((spec[4][1], o))
                 if spec[3][0] and spec[3][1]:  # hijax and mutable: written back
                     f.donatable.append(spec[4][1])
@@ -461,6 +469,9 @@ class Fast:
             for a, b in zip(step.free_values(), self.free):
                 if a is not b:
                     return _MISS
+        for o, x in self.static_vars:
+            if _get_raw(o) is not x:
+                return _MISS
         if self.container_sig is not None and not _same_containers(self.dicts, self.lists,
                                                                    self.container_sig):
             return _MISS
@@ -605,13 +616,14 @@ def _source_line(where):
 
 
 def _pinned_sharding(x):
-    """The sharding to keep for a state leaf: only multi-device shardings are pinned (single-device
-    placement is what jax.jit does anyway)."""
+    """The sharding to keep for a state leaf (S11): only an array split over several devices.  A
+    replicated (or single-device) Variable takes whatever sharding the computation gives its new
+    value, as under ``jax.jit`` and eagerly: updated with a sharded array, it comes out sharded."""
     sh = getattr(x, "sharding", None)
     if sh is None or _adapter.is_tracer(x):
         return None
     try:
-        if len(sh.device_set) <= 1:
+        if len(sh.device_set) <= 1 or sh.is_fully_replicated:
             return None
     except Exception:
         return None

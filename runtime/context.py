@@ -115,6 +115,8 @@ def view(value, place):
     for i, ctx in enumerate(frames):
         k = id(value)
         copy = ctx.copies.get(k)
+        if copy is None and isinstance(value, tuple):
+            copy = _mapped_tuple(value, ctx.copies)
         if copy is not None:
             value = copy
             continue
@@ -129,6 +131,23 @@ def view(value, place):
     if _stack.captures:
         _check_captures(value)
     return value
+
+
+def _mapped_tuple(t, copies):
+    """``t`` (a tuple or namedtuple, nested ones too) rebuilt over the trace's copies of the
+    objects it holds; None when it holds none of them.  Tuples are immutable values, not objects
+    the step threads, so a converted function reading one gets an equal tuple of copies."""
+    items = []
+    mapped = False
+    for y in t:
+        c = copies.get(id(y))
+        if c is None and isinstance(y, tuple):
+            c = _mapped_tuple(y, copies)
+        mapped = mapped or c is not None
+        items.append(y if c is None else c)
+    if not mapped:
+        return None
+    return type(t)(*items) if hasattr(t, "_fields") else type(t)(items)
 
 
 def _check_captures(value):

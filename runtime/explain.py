@@ -307,7 +307,7 @@ class _Walk:
 
     def variable(self, spec, path, role):
         sub = spec[4]
-        if sub[0] == "leaf":
+        if sub[0] != "obj":  # an array leaf, or a non-array value kept as static structure
             self.value(sub, path, role)
         else:
             self.add(path, "", role, "structure", "Variable holding a Ref", "ref")

@@ -46,6 +46,22 @@ def _is_stateful(x):
         _adapter.is_flax_hijax(x))
 
 
+def is_static_value(raw):
+    """A Variable value that is static structure rather than state (S12): not an array, a Python
+    number or a pytree of those (a ``Sharding``, a string, ``None``, any other object).  Keyed by
+    equality where it hashes, by identity otherwise, as ``jax.jit`` treats pytree aux data."""
+    if isinstance(raw, _ARRAY_TYPES) or _adapter.is_tracer(raw):
+        return False
+    if raw is None:
+        return True
+    try:
+        leaves = jax.tree.leaves(raw)
+    except Exception:
+        return True
+    return not leaves or not all(isinstance(x, _ARRAY_TYPES) or _adapter.is_tracer(x)
+                                 for x in leaves)
+
+
 def _static_key(x):
     try:
         hash(x)
@@ -63,12 +79,40 @@ def _meta_key(meta):
         return ("id", id(meta))
 
 
+def holds_state(x, _seen=None) -> bool:
+    """Whether ``x`` is, or holds through containers and pytrees, a Variable, Ref or graph node."""
+    if _is_stateful(x):
+        return True
+    if isinstance(x, (list, tuple)):
+        items = x
+    elif isinstance(x, dict):
+        items = x.values()
+    elif isinstance(x, _ARRAY_TYPES) or x is None or isinstance(x, str):
+        return False
+    else:
+        try:
+            items = jax.tree_util.tree_leaves(x, is_leaf=lambda y: y is not x and _is_stateful(y))
+        except Exception:
+            return False
+        if len(items) == 1 and items[0] is x:
+            return False
+    seen = _seen if _seen is not None else set()
+    if id(x) in seen:
+        return False
+    seen.add(id(x))
+    return any(holds_state(y, seen) for y in items)
+
+
 class Split:
-    __slots__ = ("root_specs", "objects_spec", "objects", "leaves", "key", "paths", "duplicates")
+    """``free_statics``: (path, object) of the closures' and globals' containers and plain objects
+    that hold no state: static, but watched for tracers stored into them while tracing."""
+
+    __slots__ = ("root_specs", "objects_spec", "objects", "leaves", "key", "paths", "duplicates",
+                 "free_statics")
 
     def __init__(self):
         self.objects_spec, self.objects, self.leaves = [], [], []
-        self.paths, self.duplicates = [], {}
+        self.paths, self.duplicates, self.free_statics = [], {}, []
 
 
 def split(roots, names, *, array_args=True, scalars_static=()):
@@ -78,9 +122,15 @@ def split(roots, names, *, array_args=True, scalars_static=()):
     index = {}
     keyparts = []
 
-    def visit(x, path, in_node=False):
+    def visit(x, path, in_node=False, free=False):
         if in_node and isinstance(x, _PY_SCALARS):
             keyparts.append(_static_key(x))
+            return ("static", x)
+        if free and isinstance(x, (list, dict)) and not holds_state(x):
+            # S12: a closure's or global's container that holds no state is not state (a list
+            # counting traces): used as it is while tracing, never threaded, never a retrace
+            keyparts.append(("id", id(x)))
+            s.free_statics.append((path, x))
             return ("static", x)
         if _is_stateful(x) or isinstance(x, (list, dict)):
             k = index.get(id(x))
@@ -94,7 +144,7 @@ def split(roots, names, *, array_args=True, scalars_static=()):
             s.objects_spec.append(None)
             s.paths.append(path)
             keyparts.append(("n", k))
-            s.objects_spec[k] = content(x, path, in_node)
+            s.objects_spec[k] = content(x, path, in_node, free and isinstance(x, (list, dict)))
             return ("obj", k)
         if isinstance(x, _ARRAY_TYPES) or _adapter.is_tracer(x):
             i = len(s.leaves)
@@ -103,18 +153,20 @@ def split(roots, names, *, array_args=True, scalars_static=()):
             return ("leaf", i)
         if isinstance(x, tuple) and type(x) is tuple:
             keyparts.append(("t", len(x)))
-            return ("tuple", tuple(visit(c, path + (j,), in_node) for j, c in enumerate(x)))
+            return ("tuple", tuple(visit(c, path + (j,), in_node, free) for j, c in enumerate(x)))
         if x is None or isinstance(x, (str, type)) or callable(x):
             keyparts.append(_static_key(x))
             return ("static", x)
         children, treedef = jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x)
         if treedef.num_leaves == 1 and treedef.num_nodes == 1:
             keyparts.append(_static_key(x))
+            if free and hasattr(x, "__dict__"):  # watched for leaked tracers (S12)
+                s.free_statics.append((path, x))
             return ("static", x)
         keyparts.append(treedef)
         return ("pytree", treedef, tuple(visit(c, path + (j,), in_node) for j, c in enumerate(children)))
 
-    def content(x, path, in_node):
+    def content(x, path, in_node, free=False):
         if isinstance(x, variables.Variable) or (isinstance(x, _adapter.FlaxVariable) and not _adapter.is_flax_hijax(x)):
             meta = _get_meta(x)
             mode = variables.mode_of(x)
@@ -124,11 +176,17 @@ def split(roots, names, *, array_args=True, scalars_static=()):
                 sub = visit(raw, path + ("ref",))
                 keyparts.append(("v", type(x), _meta_key(meta), mode))
                 return ("var", type(x), meta, mode, sub)
+            if is_static_value(raw):
+                keyparts.append(("v", type(x), _meta_key(meta), mode, _static_key(raw)))
+                return ("var", type(x), meta, mode, ("static", raw))
             s.leaves.append(raw)
             keyparts.append(("v", type(x), _meta_key(meta), mode))
             return ("var", type(x), meta, mode, ("leaf", i))
         if _adapter.is_flax_hijax(x):
             cls, meta, value = _adapter.flax_variable_parts(x)
+            if is_static_value(value):
+                keyparts.append(("fv", cls, _meta_key(meta), _static_key(value)))
+                return ("fvar", cls, meta, (True, True), ("static", value))
             i = len(s.leaves)
             s.leaves.append(value)
             keyparts.append(("fv", cls, _meta_key(meta)))
@@ -140,11 +198,11 @@ def split(roots, names, *, array_args=True, scalars_static=()):
             return ("ref", i)
         if isinstance(x, list):
             keyparts.append(("L", len(x)))
-            return ("list", tuple(visit(c, path + (j,), in_node) for j, c in enumerate(x)))
+            return ("list", tuple(visit(c, path + (j,), in_node, free) for j, c in enumerate(x)))
         if isinstance(x, dict):
             keys = list(x.keys())
             keyparts.append(("D", tuple(_static_key(k) for k in keys)))
-            return ("dict", tuple((k, visit(x[k], path + (k,), in_node)) for k in keys))
+            return ("dict", tuple((k, visit(x[k], path + (k,), in_node, free)) for k in keys))
         # graph node
         items = _adapter.node_items(x)
         state_key, state = None, None
@@ -160,7 +218,8 @@ def split(roots, names, *, array_args=True, scalars_static=()):
 
     # Python scalars in explicit arguments are traced (as jax.jit does); in closures and globals
     # (``scalars_static`` roots) they are configuration, baked into the trace.
-    s.root_specs = tuple(visit(r, (n,), n in scalars_static) for r, n in zip(roots, names))
+    s.root_specs = tuple(visit(r, (n,), n in scalars_static, n in scalars_static)
+                         for r, n in zip(roots, names))
     s.key = tuple(keyparts)
     return s
 
@@ -217,7 +276,9 @@ def merge(s_root_specs, s_objects_spec, leaves):
     # create every object first (so cycles and shared references resolve), then fill
     for k, spec in enumerate(s_objects_spec):
         kind = spec[0]
-        if kind == "var" or kind == "fvar":
+        if kind == "fvar":  # flax hijax: one pytree leaf inside too (its value is never an object)
+            objs[k] = _adapter.new_flax_hijax(spec[1], _value_of(spec[4], leaves), spec[2])
+        elif kind == "var":
             objs[k] = object.__new__(spec[1])
         elif kind == "ref":
             objs[k] = variables._ref_of(leaves[spec[1]])
@@ -242,7 +303,7 @@ def merge(s_root_specs, s_objects_spec, leaves):
 
     for k, spec in enumerate(s_objects_spec):
         kind, o = spec[0], objs[k]
-        if kind == "var" or kind == "fvar":
+        if kind == "var":
             value = build(spec[4])
             _fill_variable(o, value, dict(spec[2]))
         elif kind == "list":
@@ -260,6 +321,10 @@ def merge(s_root_specs, s_objects_spec, leaves):
     m.roots = [build(r) for r in s_root_specs]
     m.in_leaves = leaves
     return m
+
+
+def _value_of(spec, leaves):
+    return leaves[spec[1]] if spec[0] == "leaf" else spec[1]
 
 
 def _fill_variable(v, value, meta):
@@ -311,7 +376,9 @@ class WriteBack:
         new = [None] * len(self.new_specs)
         for j, spec in enumerate(self.new_specs):
             kind = spec[0]
-            if kind == "var":
+            if kind == "fvar":
+                new[j] = _adapter.new_flax_hijax(spec[1], _value_of(spec[4], leaves), spec[2])
+            elif kind == "var":
                 new[j] = object.__new__(spec[1])
             elif kind == "ref":
                 new[j] = variables._ref_of(leaves[spec[1]])
@@ -431,8 +498,17 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
         return ("pytree", treedef, tuple(visit(c, in_node) for c in children))
 
     def content(x, in_node):
+        if _adapter.is_flax_hijax(x):
+            cls, meta, value = _adapter.flax_variable_parts(x)
+            k = index.get(id(x))
+            if k is not None and k < n_in and _unchanged_static(s_objects_spec[k], value):
+                return ("fvar", cls, meta, (True, True), ("static", value))
+            return ("fvar", cls, meta, (True, True), leaf(value))
         if isinstance(x, _adapter.FlaxVariable) and not _adapter.is_flax_hijax(x):
             raw = _get_raw(x)
+            k = index.get(id(x))
+            if k is not None and k < n_in and _unchanged_static(s_objects_spec[k], raw):
+                return ("var", type(x), dict(_get_meta(x)), variables.mode_of(x), ("static", raw))
             if check_values:
                 _check_value(x, raw, index.get(id(x)), paths, ctx, default_where)
                 _check_leak(x, raw, index.get(id(x)), paths, ctx, default_where)
@@ -475,9 +551,16 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
     for k in range(n_in):
         spec, old = specs[k], s_objects_spec[k]
         kind = spec[0]
-        if kind == "var" and old[0] == "fvar":
+        if kind in ("var", "fvar") and spec[4][0] == "static" and _unchanged_static(old, spec[4][1]):
+            if _meta_equal(spec[2], old[2]):
+                continue
+        elif kind == "fvar" and old[0] == "fvar" and spec[4][0] == "leaf":
             wb.fvar_updates.append((k, spec[4][1]))
             continue
+        if kind == "fvar":
+            raise InvalidValueError(f"{_fmt_path(paths[k]) if paths else 'a flax hijax Variable'}"
+                                    " now holds a non-array value; only arrays can be written "
+                                    "back to a flax hijax Variable")
         if kind == "var":
             hijax, _ = old[3]
             changed_meta = not _meta_equal(spec[2], old[2])
@@ -508,6 +591,11 @@ def collect(merged, s_objects_spec, out, ctx=None, *, check_values=True, default
     wb.out_spec = out_spec
     wb.simple = not (wb.struct or wb.new_specs or wb.fvar_updates) and _plain(out_spec)
     return leaves, wb
+
+
+def _unchanged_static(old_spec, raw):
+    """An input Variable still holding the very static value it came in with."""
+    return old_spec[0] in ("var", "fvar") and old_spec[4][0] == "static" and old_spec[4][1] is raw
 
 
 def _in_node_input(objects_spec, k):

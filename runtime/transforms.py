@@ -254,6 +254,61 @@ def _capture(*fns, operands=(), extra=()):
     return Captured(roots)
 
 
+# --- captured objects in a transform's outputs (S5) ------------------------------------------------
+class _Kept:
+    """Stands, inside a transform's output, for an object the transform threads (captured, or an
+    operand); it has no leaves, so JAX carries it as structure and it is swapped back after."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+    def __eq__(self, other):
+        return isinstance(other, _Kept) and other.index == self.index
+
+    def __hash__(self):
+        return hash(("hijaxc.kept", self.index))
+
+
+jax.tree_util.register_pytree_node(_Kept, lambda k: ((), k.index), lambda i, _: _Kept(i))
+
+
+class KeptObjects:
+    """Returning a captured Variable (or Module, Ref, container) from a transform's function gives
+    the caller's own object, updated, as eagerly — not a copy JAX rebuilt from its leaves."""
+
+    def __init__(self):
+        self.targets = []
+        self._index = {}
+
+    def mark(self, tree, cap, ops=()):
+        """Inside the transform: ``tree`` with every object ``cap`` or ``ops`` thread replaced."""
+        table = {id(o): o for o in cap.split.objects}
+        for op in ops:
+            if op is not None and hasattr(op, "merged"):
+                table.update((id(f), o) for f, o in zip(op.merged.objects, op.s.objects))
+        hit = lambda x: id(x) in table  # noqa: E731
+        if not any(map(hit, jax.tree_util.tree_leaves(tree, is_leaf=hit))):
+            return tree
+        return jax.tree_util.tree_map(lambda x: self._kept(table[id(x)]) if hit(x) else x,
+                                      tree, is_leaf=hit)
+
+    def _kept(self, obj):
+        i = self._index.get(id(obj))
+        if i is None:
+            i = self._index[id(obj)] = len(self.targets)
+            self.targets.append(obj)
+        return _Kept(i)
+
+    def unmark(self, tree):
+        if not self.targets:
+            return tree
+        is_kept = lambda x: isinstance(x, _Kept)  # noqa: E731
+        return jax.tree_util.tree_map(lambda x: self.targets[x.index] if is_kept(x) else x, tree,
+                                      is_leaf=is_kept)
+
+
 # --- graph-node operands (a stack of layers as xs, Modules as vmap/grad arguments) ---------------
 class Operand:
     """An operand that may contain graph nodes / flax Variables that are not JAX pytrees here:
@@ -398,6 +453,11 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
                     c, y = f(c, x)
                     x_new = None
                 st = cap.read()
+            if KeptObjects().mark((c, y), cap, (xop,)) is not (c, y):
+                raise HijaxcError(
+                    f"{_where(f)}: a scan body returned (in its carry or ys) a Variable/Module it "
+                    "updates by closure or through xs; scan stacks values, not objects.  Return "
+                    "its value (v[...]) instead.")
             return (c, st), (y, x_new)
 
         (c, st), (ys, xs_new) = jax.lax.scan(body, (init, cap.read()), xs_in, length=length,
@@ -426,17 +486,19 @@ def _branches(lax_fn, first, fns, operands, kwargs):
         if not cap.slots:
             return lax_fn(first, [_watched(cap, b) for b in fns], *operands, **kwargs)
 
+        kept = KeptObjects()
+
         def branch(fn):
             def run_branch(st, *ops):
                 with cap.inside(st):
                     out = fn(*(operands if by_ref else ops))
-                    return out, cap.read()
+                    return kept.mark(out, cap), cap.read()
             return run_branch
 
         ops = () if by_ref else operands
         out, st = lax_fn(first, [branch(b) for b in fns], cap.read(), *ops, **kwargs)
         cap.write(st)
-        return out
+        return kept.unmark(out)
 
     return _learning(run, *fns, operands=operands if by_ref else ())
 
@@ -507,17 +569,19 @@ def _wrap_transform(transform, fun, *t_args, written_back=True, **t_kwargs):
         if not cap.slots and not any(o is not None for o in ops):
             return transform(_watched(cap, fun_), *t_args, **t_kwargs)(*args, **kwargs)
 
+        kept = KeptObjects()
+
         def inner(st, *flat_args, **kw):
             with cap.inside(st):
                 out = fun_(*_build_args(ops, flat_args), **kw)
-                return out, (cap.read(), _after_args(ops, flat_args))
+                return kept.mark(out, cap, ops), (cap.read(), _after_args(ops, flat_args))
 
         out, (st, arg_states) = transform(inner, *t_args, **t_kwargs)(cap.read(), *flat, **kwargs)
         cap.write(st)
         for o, leaves in zip(ops, arg_states):
             if o is not None:
                 o.write_back(leaves)
-        return out
+        return kept.unmark(out)
 
     return wrapped
 
@@ -582,6 +646,8 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
                     full[i] = diffs_[j]
             return full
 
+        kept = KeptObjects()
+
         def inner(diffs_, st, rest_):
             full = assemble(diffs_, rest_)
             with cap.inside(st):
@@ -589,7 +655,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
                 after = (cap.read(), _after_args(ops, full))
             if has_aux:
                 value, aux = out
-                return value, (aux, after)
+                return value, (kept.mark(aux, cap, ops), after)
             return out, after
 
         vg = jax.value_and_grad(inner, argnums=0, has_aux=True, **kwargs)
@@ -602,6 +668,7 @@ def value_and_grad(fun, argnums=0, has_aux=False, **kwargs):
         for i, (o, leaves) in enumerate(zip(ops, arg_states)):
             if o is not None and i not in argnums_t:
                 o.write_back(leaves)
+        aux = kept.unmark(aux)
         grads = []
         for j, i in enumerate(argnums_t):
             if i in masks:
@@ -655,6 +722,7 @@ def vmap(fun=None, in_axes=0, out_axes=0, **kwargs):
         else:
             plain = False
         out_box = {}
+        kept = KeptObjects()
 
         def inner(*flat_args):
             if cap.slots:
@@ -663,7 +731,7 @@ def vmap(fun=None, in_axes=0, out_axes=0, **kwargs):
             if cap.slots and any(a is not b for a, b in zip(cap.read(), before)):
                 raise HijaxcError(f"{_where(fun)}: a function under vmap wrote to captured state; "
                                   "pass the state as a vmapped argument instead")
-            osplit = Operand(out)
+            osplit = Operand(kept.mark(out, cap, ops))
             out_box["op"] = osplit
             return osplit.leaves, _after_args(ops, flat_args)
 
@@ -676,8 +744,7 @@ def vmap(fun=None, in_axes=0, out_axes=0, **kwargs):
         for o, st in zip(ops, arg_states):
             if o is not None:
                 o.write_back(st)
-        op = out_box["op"]
-        return op.build(leaves) if op.s.objects or op.s.leaves else op.build(leaves)
+        return kept.unmark(out_box["op"].build(leaves))
 
     return wrapped
 

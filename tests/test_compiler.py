@@ -419,8 +419,6 @@ def _leaks(x):
     return x
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented: a tracer stored on an arbitrary Python "
-                   "object (not a Variable/Ref/Module attribute) is not detected yet")
 def test_leaked_tracer_reported():
     with pytest.raises(hijaxc.TracerLeakError) as e:
         hijaxc.jit(_leaks)(jnp.ones(2))

@@ -62,3 +62,80 @@ def test_sharded_variables_pinned_donated_and_passthrough(tmp_path):
         print("ok")
     """, tmp_path=tmp_path)
     assert out.strip().endswith("ok")
+
+
+_MESH_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import hijaxc
+
+kind = sys.argv[1]
+AT = jax.sharding.AxisType
+types = {"explicit": (AT.Explicit, AT.Explicit), "auto": (AT.Auto, AT.Auto),
+         "mixed": (AT.Explicit, AT.Auto)}[kind]
+mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=types)
+use_mesh = getattr(jax, "set_mesh", None) or jax.sharding.use_mesh
+
+
+def init():
+    w = jax.device_put(jnp.arange(8.0).reshape(4, 2) / 10, NamedSharding(mesh, P(None, "model")))
+    acc = jax.device_put(jnp.zeros((8, 2)), NamedSharding(mesh, P()))  # replicated
+    return hijaxc.Variable(w), hijaxc.Variable(acc), hijaxc.Variable(jnp.zeros((), jnp.int32))
+
+
+def step(w, acc, n, x, y):
+    def loss(w_):
+        return ((x @ w_ - y) ** 2).mean()
+    l, g = jax.value_and_grad(loss)(w[...])
+    w[...] = w[...] - 0.1 * g
+    acc[...] = acc[...] + x @ w[...]      # replicated state updated with a data-sharded value
+    n[...] += 1
+    return l
+
+
+def functional(w, acc, n, x, y):
+    wv, av, nv = w, acc, n
+    def loss(w_):
+        return ((x @ w_ - y) ** 2).mean()
+    l, g = jax.value_and_grad(loss)(wv)
+    wv = wv - 0.1 * g
+    return l, wv, av + x @ wv, nv + 1
+
+
+with use_mesh(mesh):
+    x = jax.device_put(jnp.linspace(0, 1, 32).reshape(8, 4), NamedSharding(mesh, P("data", None)))
+    y = jax.device_put(jnp.ones((8, 2)), NamedSharding(mesh, P("data", None)))
+    eager, hx = init(), init()
+    state = tuple(v[...] for v in init())
+    jitted = jax.jit(functional)
+    compiled = hijaxc.jit(step)
+    for _ in range(3):
+        le = step(*eager, x, y)
+        lh = compiled(*hx, x, y)
+        lj, *state = jitted(*state, x, y)
+        np.testing.assert_allclose(np.asarray(lh), np.asarray(le), rtol=1e-5)
+    for e, h, j in zip(eager, hx, state):
+        np.testing.assert_allclose(np.asarray(h[...]), np.asarray(e[...]), rtol=1e-5)
+        nd = h[...].ndim
+        assert h[...].sharding.is_equivalent_to(j.sharding, nd), (kind, h[...].sharding, j.sharding)
+    # the replicated accumulator comes out as the computation shards it, as eagerly
+    assert hx[1][...].sharding.is_equivalent_to(eager[1][...].sharding, 2), (
+        hx[1][...].sharding, eager[1][...].sharding)
+    assert hx[0][...].sharding.is_equivalent_to(NamedSharding(mesh, P(None, "model")), 2)
+print("ok", kind)
+"""
+
+
+def test_explicit_auto_and_mixed_meshes_follow_jax_jit(tmp_path):
+    import pytest
+
+    probe = subprocess.run([sys.executable, "-c", "import jax; print(hasattr(jax.sharding, 'AxisType'))"],
+                           capture_output=True, text=True)
+    if probe.stdout.strip() != "True":
+        pytest.skip("this JAX has no mesh axis types (jax.sharding.AxisType)")
+    path = os.path.join(str(tmp_path), "mesh_script.py")
+    with open(path, "w") as f:
+        f.write(_MESH_SCRIPT)
+    for kind in ("explicit", "auto", "mixed"):
+        assert run8(path, kind).strip().endswith("ok " + kind)
