@@ -27,11 +27,13 @@ from .runtime import (AliasingError, BatchStat, HijaxcError, ImmutableVariableEr
                      use_hijax, var_defaults, vars_as, with_vars)
 
 from .api import JitFunction, cached_partial, jit, make_jaxpr, show
+from .runtime.explain import CacheInfo, RetraceWarning
 
 __all__ = [
     "jit", "cached_partial", "show", "make_jaxpr", "JitFunction", "Variable", "Param", "BatchStat", "Ref",
     "var_defaults", "use_hijax", "vars_as", "with_vars", "to_hijax", "to_lojax",
     "find_duplicates", "HijaxcError", "ImmutableVariableError", "AliasingError",
     "UnsupportedSyntaxError", "SourceUnavailableError", "TracerLeakError", "InvalidValueError",
+    "CacheInfo", "RetraceWarning",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""``python -m hijaxc show path/to/file.py:qualname`` — print the code hijaxc generates."""
+"""``python -m hijaxc show [--diff] path/to/file.py:qualname`` — print the code hijaxc generates
+(``--diff``: as a unified diff from your source); highlighted when writing to a terminal."""
 import argparse
 import importlib.util
 import os
@@ -23,6 +24,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("show", help="print the generated code of a function")
     s.add_argument("target", help="path/to/file.py:qualname")
+    s.add_argument("--diff", action="store_true", help="a unified diff from your source to the generated body")
     a = p.parse_args(argv)
     path, _, qualname = a.target.rpartition(":")
     if not path or not qualname:
@@ -31,7 +33,9 @@ def main(argv=None):
     for part in qualname.split("."):
         obj = getattr(obj, part)
     if isinstance(obj, JitFunction) or callable(obj):
-        sys.stdout.write(show(obj))
+        from .diff import write
+
+        write(show(obj, diff=a.diff), sys.stdout, "diff" if a.diff else "python")
     return 0
 
 

@@ -19,6 +19,7 @@ import jax
 
 from . import runtime as _rt
 from .runtime import call as _call
+from .runtime import explain as _explain
 from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 
 from . import analyse, cache, load, parse, rewrite
@@ -180,7 +181,7 @@ class JitFunction:
     ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
 
     def __init__(self, fun, *, static_argnums=(), static_argnames=(), donate="auto",
-                 aliasing="share", **jit_kwargs):
+                 aliasing="share", explain=False, warn_after_traces=None, **jit_kwargs):
         if aliasing not in ("share", "error"):
             raise ValueError(f"aliasing must be 'share' or 'error', got {aliasing!r}")
         target = resolve_target(fun)
@@ -188,7 +189,8 @@ class JitFunction:
         functools.update_wrapper(self, target.fn)
         self.__wrapped__ = fun
         self._options = dict(static_argnums=static_argnums, static_argnames=static_argnames,
-                             donate=donate, aliasing=aliasing, jit_kwargs=jit_kwargs)
+                             donate=donate, aliasing=aliasing, jit_kwargs=jit_kwargs,
+                             explain=explain, warn_after_traces=warn_after_traces)
         self._step = None
 
     def _options_kwargs(self):
@@ -219,7 +221,9 @@ class JitFunction:
             pure, fn.__name__, free_names=names, free_cells=[cells.get(n) for n in names],
             free_globals=fn.__globals__,
             static_argnums=argnums, static_argnames=argnames, donate=o["donate"], aliasing=o["aliasing"],
-            where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}", jit_kwargs=o["jit_kwargs"])
+            where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}", jit_kwargs=o["jit_kwargs"],
+            observe=_explain.Options(o.get("explain", False), o.get("warn_after_traces"),
+                                     fn.__code__.co_varnames[:fn.__code__.co_argcount]))
 
     def _args(self, args, kwargs):
         if self._bound:
@@ -259,6 +263,16 @@ class JitFunction:
         a, k = self._args(args, kwargs)
         return self.step.eval_shape(*a, **k)
 
+    def cache_info(self) -> _explain.CacheInfo:
+        """``CacheInfo(traces, hits, fast_calls, entries, max_entries)``, like
+        ``functools.lru_cache``'s: traces of calls, calls served without tracing, of those the
+        steady-state ones, and the entries (one per traced structure) of the bounded cache."""
+        return _explain.cache_info(self.step)
+
+    def cache_clear(self) -> None:
+        """Forget every traced entry (the next call traces again) and reset the counts."""
+        _explain.cache_clear(self.step)
+
     def __repr__(self):
         return f"<hijaxc.jit {self._fn.__qualname__}>"
 
@@ -274,31 +288,41 @@ def cached_partial(f: Callable, *cached_args) -> "JitFunction":
 
 
 def jit(fun=None, *, static_argnums=(), static_argnames=(), donate="auto", aliasing="share",
-        **jit_kwargs):
+        explain: bool = False, warn_after_traces: int | None = None, **jit_kwargs):
     """Compile ``fun`` so the Variables it reaches keep hijax semantics under ``jax.jit``.
 
     Usable bare (``@hijaxc.jit``) and with options (``@hijaxc.jit(static_argnums=1)``).  Extra
     keyword arguments (``in_shardings``, ``out_shardings``, ...) go to ``jax.jit``.
+    ``explain=True`` logs every retrace (logger ``hijaxc``, INFO) with what changed;
+    ``warn_after_traces`` (default ``hijaxc.runtime.explain.WARN_AFTER_TRACES``, 8; 0 turns it
+    off): warn once when the function has traced more than that many times.
     """
     if fun is None:
         return functools.partial(jit, static_argnums=static_argnums, static_argnames=static_argnames,
-                                 donate=donate, aliasing=aliasing, **jit_kwargs)
+                                 donate=donate, aliasing=aliasing, explain=explain,
+                                 warn_after_traces=warn_after_traces, **jit_kwargs)
     return JitFunction(fun, static_argnums=static_argnums, static_argnames=static_argnames,
-                       donate=donate, aliasing=aliasing, **jit_kwargs)
+                       donate=donate, aliasing=aliasing, explain=explain,
+                       warn_after_traces=warn_after_traces, **jit_kwargs)
 
 
 def _as_jit(f):
     return f if isinstance(f, JitFunction) else JitFunction(f)
 
 
-def show(f, *args, **kwargs):
+def show(f, *args, diff: bool = False, **kwargs) -> str:
     """The generated Python source of ``f`` (pure step and body); with example arguments, also
-    which objects a call threads."""
+    which objects a call threads.  ``diff=True``: a unified diff from the user's source (``-``)
+    to the generated body (``+``) instead."""
     j = _as_jit(f)
     t = transform(j._fn)
     if t.fallback:
         text = (f"# hijaxc: no source for {j._fn.__qualname__}; threaded through closure cells "
                 f"without rewriting: {', '.join(t.threaded) or '-'}\n")
+    elif diff:
+        from .diff import source_diff
+
+        text = source_diff(j._fn, t.source)
     else:
         text = t.source
     if args or kwargs:

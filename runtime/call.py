@@ -17,7 +17,7 @@ import warnings
 
 import jax
 
-from . import _adapter, context, leaks, state
+from . import _adapter, context, explain, leaks, state
 from .errors import HijaxcError
 
 _getrefcount = sys.getrefcount
@@ -57,7 +57,7 @@ class Entry:
 class Step:
     def __init__(self, pure_fn, name, *, free_names=(), free_cells=(), free_globals=None,
                  static_argnums=(), static_argnames=(), donate="auto", aliasing="share",
-                 where="<unknown>", jit_kwargs=None):
+                 where="<unknown>", jit_kwargs=None, observe=None):
         self.pure_fn = pure_fn  # generated: pure_fn(trace, *leaves) -> (new leaves, plan box)
         self.name = name
         self.free_names = tuple(free_names)
@@ -83,6 +83,7 @@ class Step:
         self.extra = []
         self._extra_keys = set()
         self._calling = threading.local()  # the caller's split objects while the step traces
+        self.observer = explain.Observer(self, observe or explain.Options())  # trace-time only
 
     # -- roots ---------------------------------------------------------------------------------
     def free_values(self):
@@ -241,7 +242,7 @@ class Step:
         trace = Trace(self, s, statics)
         pure = functools.partial(self.pure_fn, trace)
         functools.update_wrapper(pure, self.pure_fn)
-        return pure
+        return self.observer.wrap(pure, trace)  # explains retraces; runs only while tracing
 
     # -- introspection -------------------------------------------------------------------------
     def _prepare(self, args, kwargs):
