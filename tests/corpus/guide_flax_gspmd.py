@@ -6,7 +6,8 @@ import jax
 import optax
 from flax import nnx
 from jax import numpy as jnp
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 from corpus import missing
 

@@ -13,9 +13,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from corpus import OPT_WRT, optimizer as make_optimizer
+from corpus import OPT_WRT
+from corpus import optimizer as make_optimizer
 
 SOURCE = "docs_nnx/examples/minigpt.md"
+SLOW = True  # compiles many ops eagerly and three times over: newest flax only (see test_corpus)
 
 vocab_size = 32
 num_transformer_blocks = 2
@@ -151,7 +153,7 @@ def run(jit, steps=2):
   generated = []
   for i in range(3):
     sample_index = len(start_tokens) + len(generated) - 1
-    padded_tokens = jnp.array((start_tokens + generated + [0] * (maxlen - len(start_tokens) - len(generated))))[None, :]
+    padded_tokens = jnp.array(start_tokens + generated + [0] * (maxlen - len(start_tokens) - len(generated)))[None, :]
     generated.append(int(generate_step(model, padded_tokens, sample_index)))
   return {"history": history, "generated": generated, "model": model, "optimizer": optimizer,
           "metrics": metrics}

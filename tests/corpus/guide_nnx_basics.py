@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from corpus import OPT_WRT, RNG_SAMPLERS, optimizer as make_optimizer
+from corpus import OPT_WRT, RNG_SAMPLERS
+from corpus import optimizer as make_optimizer
 
 SOURCE = "docs_nnx/nnx_basics.md"
 

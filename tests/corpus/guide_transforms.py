@@ -4,7 +4,8 @@ Count bumped per batch element, ``nnx.StateAxes`` broadcasting the Count, and
 calls these eagerly, here each runs inside a ``@jit`` step (twice: the counters and rng advance)."""
 import jax
 from flax import nnx
-from jax import numpy as jnp, random
+from jax import numpy as jnp
+from jax import random
 
 SOURCE = "docs_nnx/guides/transforms.md"
 

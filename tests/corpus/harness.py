@@ -16,11 +16,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(HERE))  # tests/ (for `oracle` and `corpus`)
 
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+import numpy as np
+import oracle
+from flax import nnx
 
-import hijaxc  # noqa: E402
-import oracle  # noqa: E402
+import hijaxc
 
 #: Float tolerance, scaled by magnitude: every float array is divided by its largest eager
 #: magnitude (at least ``FLOOR``) before ``oracle.assert_same(rtol=RTOL, atol=ATOL)``.  XLA fuses
@@ -41,7 +41,7 @@ def load(name):
     return importlib.import_module(f"corpus.{name}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _eager_snapshot(name):
     return oracle.snapshot(load(name).run(eager))
 

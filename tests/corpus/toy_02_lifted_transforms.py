@@ -6,7 +6,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from corpus import OPT_WRT, optimizer as make_optimizer
+from corpus import OPT_WRT
+from corpus import optimizer as make_optimizer
 
 SOURCE = "examples/nnx_toy_examples/02_lifted_transforms.py"
 

@@ -9,7 +9,8 @@ import optax
 from flax import nnx
 from jax.experimental import mesh_utils
 
-from corpus import OPT_WRT, optimizer as make_optimizer
+from corpus import OPT_WRT
+from corpus import optimizer as make_optimizer
 
 SOURCE = "examples/nnx_toy_examples/04_data_parallel_with_jit.py"
 DEVICES = 8
