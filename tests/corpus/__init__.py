@@ -18,13 +18,15 @@ from flax import nnx
 
 #: flax >= 0.11: ``nnx.Optimizer(model, tx, wrt=...)`` and ``optimizer.update(model, grads)``;
 #: flax 0.10.4: ``nnx.Optimizer(model, tx)`` and ``optimizer.update(grads)``.
-OPT_WRT = "wrt" in inspect.signature(nnx.Optimizer.__init__).parameters
+OPT_WRT = "model" in inspect.signature(nnx.Optimizer.update).parameters
+#: flax >= 0.11: Modules are pytrees (``nnx.Pytree``) and may hold plain ``jax.Array`` attributes.
+PYTREE = getattr(nnx, "Pytree", None) or nnx.Object
 #: flax >= 0.11: ``rngs.params.uniform(shape)`` / ``rngs.normal(shape)`` samplers on Rngs.
 RNG_SAMPLERS = hasattr(nnx.Rngs, "normal")
 
 
 def optimizer(model, tx, wrt=nnx.Param):
-    """``nnx.Optimizer(model, tx, wrt=wrt)`` (flax 0.10.4 has no ``wrt``: it takes Params)."""
+    """``nnx.Optimizer(model, tx, wrt=wrt)`` (flax 0.10.4's ``wrt`` defaults to Params)."""
     if OPT_WRT:
         return nnx.Optimizer(model, tx, wrt=wrt)
     return nnx.Optimizer(model, tx)

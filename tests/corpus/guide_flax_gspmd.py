@@ -6,7 +6,6 @@ import jax
 import optax
 from flax import nnx
 from jax import numpy as jnp
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 from corpus import missing
@@ -58,7 +57,7 @@ class MultiDotReluDot(nnx.Module):
 
 def run(jit, steps=3):
   # the guide's "auto-mode mesh": jax.make_mesh's default axis types became Explicit in newer jax
-  auto_mesh = jax.make_mesh((2, 4), ('data', 'model'), axis_types=(AxisType.Auto,) * 2)
+  auto_mesh = jax.make_mesh((2, 4), ('data', 'model'), axis_types=(jax.sharding.AxisType.Auto,) * 2)
   nnx.use_eager_sharding(True)
   rngs = nnx.Rngs(0)
 

@@ -102,7 +102,7 @@ def run(jit):
   lora = MLP(2, 8, 5, rngs=rngs2)
   lora.linear1 = LoraLinear(lora.linear1, 4, rngs=rngs2)
   lora.linear2 = LoraLinear(lora.linear2, 4, rngs=rngs2)
-  lora_opt = make_optimizer(lora, optax.sgd(1e-2), wrt=LoraParam)
+  lora_opt = make_optimizer(lora, optax.sgd(1e-2), wrt=nnx.Param)
   out["lora_losses"] = [train_step(lora, lora_opt, x, jnp.ones((5, 5)), rngs2) for _ in range(2)]
   out.update(lora=lora, lora_opt=lora_opt)
 

@@ -7,14 +7,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from corpus import OPT_WRT
-
 SOURCE = "examples/nnx_toy_examples/07_array_leaves.py"
 
 
 def skip_reason():
-  if not OPT_WRT:
-    return "flax 0.10.4: nnx.Optimizer has no wrt= (array leaves need a path filter)"
+  if not hasattr(nnx, "Pytree"):
+    return "flax 0.10.4 Modules cannot hold plain jax.Array attributes (no nnx.Pytree)"
   return None
 
 

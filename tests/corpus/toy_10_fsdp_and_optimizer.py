@@ -12,7 +12,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from corpus import missing
+from corpus import PYTREE, missing
 
 SOURCE = "examples/nnx_toy_examples/10_fsdp_and_optimizer.py"
 DEVICES = 8
@@ -62,7 +62,7 @@ class SGDState(nnx.Variable):
   pass
 
 
-class SGD(nnx.Pytree):
+class SGD(PYTREE):  # nnx.Pytree (flax 0.10.4: nnx.Object, program skipped)
   def __init__(self, params: nnx.State, lr, decay=0.9):
     def init_optimizer_state(variable: nnx.Variable):
       return SGDState(

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from corpus import missing
+from corpus import PYTREE, missing
 
 SOURCE = "examples/nnx_toy_examples/hijax_demo.py"
 
@@ -124,7 +124,7 @@ class Model(nnx.Module):
 class OptState(nnx.Variable): ...
 
 
-class SGD(nnx.Pytree):
+class SGD(PYTREE):  # nnx.Pytree (flax 0.10.4: nnx.Object, program skipped)
   def __init__(self, params, lr: float, decay: float = 0.9):
     self.lr = lr
     self.decay = decay
