@@ -12,7 +12,15 @@ Programs marked ``SLOW`` run only when ``CORPUS_SLOW=1`` is set or on the newest
 
 Where nnx.jit itself fails or differs while hijaxc.jit works (flax 0.12.8 / jax 0.10.2):
 
-TABLE
+| program | nnx.jit | hijaxc.jit |
+|---|---|---|
+| toy_hijax_basic (flax hijax Variables, ``@jax.jit`` step swapped) | AttributeError: DynamicJaxprTracer has no attribute _can_update | same as eager |
+| toy_hijax_demo (same, SGD Pytree, nnx.List of Blocks) | AttributeError: DynamicJaxprTracer has no attribute _can_update | xfail (hijaxc bug, below) |
+
+Also found: flax's own 01_functional_api.py fails under ``jax.jit`` on flax 0.12.8
+(TraceContextError: the Count merged without ``copy=True`` is mutated inside ``jax.grad``); the
+corpus merges with ``copy=True`` as 03_train_state.py does.  Programs adapted for numerics (Adam
+``eps=1e-3`` or SGD where a gradient is float noise) say so where they do.
 """
 import json
 import os
