@@ -115,7 +115,9 @@ def snapshot(root):
             return ("var", type(x).__name__, (x.hijax, x.ref, x.mutable), _metadata(x),
                     walk(x.get_raw_value(), path + ("value",)))
         if isinstance(x, nnx.Variable):
-            return ("nnxvar", type(x).__name__, _metadata(x), walk(x.value, path + ("value",)))
+            # flax hijax Variables have no .value (flax 0.12): read through get_value()
+            value = x.get_value() if getattr(x, "hijax", False) else x.value
+            return ("nnxvar", type(x).__name__, _metadata(x), walk(value, path + ("value",)))
         if isinstance(x, hijaxc.Ref):
             return ("ref", walk(x[...], path + ("ref",)))
         if _is_node(x):
