@@ -14,6 +14,7 @@ P5: jaxpr equation count of the generated step vs the hand-written step.
 """
 import argparse
 import gc
+import inspect
 import os
 import statistics
 import subprocess
@@ -26,12 +27,13 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, "examples")]
 import hijaxc  # noqa: E402
-from hijaxc.runtime._adapter import MERGE_HAS_COPY, make_optimizer, optimizer_update  # noqa: E402
+from _compat import make_optimizer, optimizer_update  # noqa: E402  (examples/_compat.py)
 
 # flax 0.11+: BatchNorm updates after nnx.merge inside grad inside jit need copy=True (native)
-MERGE_KW = {'copy': True} if MERGE_HAS_COPY else {}
+MERGE_KW = {'copy': True} if "copy" in inspect.signature(nnx.merge).parameters else {}
 
 
 class Linear(nnx.Module):

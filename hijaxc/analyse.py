@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import beniget
 import gast
 
+from .runtime import reach as _reach
 from .runtime.errors import UnsupportedSyntaxError
 
 # Values that never hold state: resolving them at transform time keeps them out of the threaded
@@ -103,9 +104,8 @@ def analyse(parsed, fn, callee=False):
             if isinstance(t, gast.Name) and t.id in declared:
                 rebinds.add(t.id)
                 value = closure[t.id].cell_contents if t.id in closure else g.get(t.id)
-                from .runtime import state as _state
 
-                if value is not None and (_state._is_stateful(value) or isinstance(value, (list, dict))):
+                if value is not None and (_reach.is_stateful(value) or isinstance(value, (list, dict))):
                     kind = "global" if isinstance(declared[t.id], gast.Global) else "nonlocal"
                     raise UnsupportedSyntaxError(
                         f"`{kind} {t.id}` rebinds {t.id!r}, which holds {type(value).__name__} state "

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 import jax
 
 from . import runtime as _rt
-from .runtime import call as _call
+from .runtime import step as _step
 from .runtime import explain as _explain
 from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 
@@ -217,7 +217,7 @@ class JitFunction:
         o = self._options
         argnums, argnames = static_positions(fn, len(self._bound), o["static_argnums"],
                                              o["static_argnames"])
-        return _call.Step(
+        return _step.Step(
             pure, fn.__name__, free_names=names, free_cells=[cells.get(n) for n in names],
             free_globals=fn.__globals__,
             static_argnums=argnums, static_argnames=argnames, donate=o["donate"], aliasing=o["aliasing"],

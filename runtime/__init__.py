@@ -2,15 +2,24 @@
 
 Generated code imports only this package (as ``__hx``); it never imports the compiler.
 """
-from . import _adapter, call, callees, config, context, state, transforms
+from . import flax_patches, step, transforms  # noqa: F401  (step: the compiler's entry point)
 from .callees import callee  # noqa: F401  (generated code: ``__hx.callee(f)(*args)``)
-from .context import foreign, foreign_cell  # noqa: F401  (generated code of converted callees)
 from .config import use_hijax, var_defaults
 from .convert import find_duplicates, to_hijax, to_lojax, vars_as, with_vars
-from .errors import (AliasingError, HijaxcError, ImmutableVariableError, InvalidValueError,
-                     SourceUnavailableError, TracerLeakError, UnsupportedSyntaxError)
-from .variables import BatchStat, Param, Ref, Variable
+from .discovery import foreign, foreign_cell  # noqa: F401  (generated code of converted callees)
+from .errors import (
+    AliasingError,
+    HijaxcError,
+    ImmutableVariableError,
+    InvalidValueError,
+    SourceUnavailableError,
+    TracerLeakError,
+    UnsupportedSyntaxError,
+)
 from .transforms import *  # noqa: F401,F403  (scan, fori_loop, ... used by generated code)
+from .variables import BatchStat, Param, Ref, Variable
+
+flax_patches.install(Variable)
 
 
 def setitem(obj, idx, value, where):

@@ -1,22 +1,22 @@
 """The one place that knows how JAX and Flax differ across the supported environments.
 
 Everything here is feature detection (``hasattr``, signatures, slot names), never a version-string
-check.  The rest of the runtime and the compiler ask this module and stay version-agnostic.
+check, and accessors the rest of the runtime uses instead of reaching into flax or JAX itself.
+What hijaxc changes in flax (the structural-change epoch, flax 0.10's ``is_node``) lives in
+flax_patches.py.
 
 Differences absorbed here (see ../shared/SPEC.md):
-- flax 0.10.4 keeps a Variable's value in the slot ``raw_value``; 0.11+ in ``raw_value`` /
-  ``_raw_value``.  We read and write that slot directly (no hooks, no trace-level check): it is the
-  fastest access there is and the same for hijaxc and NNX Variables.
+- flax 0.10.4 keeps a Variable's value in the slot ``raw_value``; 0.11+ in ``_raw_value``.  We
+  read and write that slot directly (no hooks, no trace-level check): it is the fastest access
+  there is and the same for hijaxc and NNX Variables.
 - Graph nodes are ``nnx.Object`` (0.10.4) or ``nnx.Pytree`` (0.11+); their per-object bookkeeping
   lives in ``_object__state`` / ``_pytree__state`` and must be created fresh for every rebuilt copy
   (it records the JAX trace the object belongs to).
-- ``nnx.Optimizer.update(grads)`` (0.10.4) vs ``update(model, grads)`` (0.11+).
 - flax 0.12 has native hijax Variables (``HijaxVariable``); they are read and written through
   flax's own API.
-- Variables are JAX pytrees in flax 0.11+ only; hijaxc's own Variables are pytrees everywhere.
+- ``nnx.cached_partial`` leaves a static cache in flax's graph context on flax that has one.
 """
 import inspect
-import types
 
 import jax
 from flax import nnx
@@ -30,6 +30,8 @@ from flax.nnx import variablelib
 FlaxVariable = nnx.Variable
 GRAPH_BASE = getattr(nnx, "Pytree", None) or nnx.Object
 NODE_STATE_KEYS = frozenset({"_object__state", "_pytree__state"})
+#: flax's ``is_node`` (flax_patches.py teaches flax 0.10's that Variables are leaves)
+GRAPH_MODULE = graph
 
 _RAW_SLOT = "_raw_value" if "_raw_value" in FlaxVariable.__slots__ else "raw_value"
 _raw = FlaxVariable.__dict__[_RAW_SLOT]
@@ -40,13 +42,13 @@ get_raw = _raw.__get__
 set_raw = _raw.__set__
 get_metadata = _meta.__get__
 set_metadata_dict = _meta.__set__
+get_trace_state = _trace.__get__
+set_trace_state = _trace.__set__
 
-#: Library functions whose job is to call the user's callables (``nnx.Sequential.__call__`` calls
-#: its layers): compiled code converts them like user code, so that the layers they call are
-#: converted too (runtime/callees.py) and a layer's own JAX transforms thread its state.
-LIBRARY_COMBINATORS = tuple(
-    f for f in (getattr(getattr(nnx, "Sequential", None), "__call__", None),)
-    if isinstance(f, types.FunctionType))
+try:
+    from flax.nnx.tracers import TraceState
+except ImportError:  # pragma: no cover
+    TraceState = None
 
 #: flax's thread-local graph context, where ``nnx.cached_partial`` leaves a static cache for the
 #: next NNX transform to consume (None where flax has no such cache).
@@ -59,25 +61,24 @@ HAS_FLAX_HIJAX = HijaxVariable is not None
 #: flax >= 0.12 keeps ``hijax``/``ref`` in every Variable's metadata and reads them back.
 FLAX_REQUIRED_METADATA = dict.fromkeys(getattr(FlaxVariable, "required_metadata", ()), False)
 
-try:
-    from flax.nnx.tracers import TraceState
-except ImportError:  # pragma: no cover
-    TraceState = None
 
-
-def is_flax_hijax(x):
-    """A flax-native hijax Variable (flax 0.12 ``var_defaults(hijax=True)``)."""
-    return HAS_FLAX_HIJAX and isinstance(x, HijaxVariable)
-
-
-def new_variable(cls, value, metadata):
-    """A Variable of ``cls`` built without running ``__init__`` (as ``nnx.merge`` does)."""
-    v = object.__new__(cls)
+# --- Variables ------------------------------------------------------------------------------------
+def new_trace_state(v) -> None:
+    """Give Variable ``v`` a trace state owned by the current trace (so flax accepts writes)."""
     if TraceState is not None:
         _trace.__set__(v, TraceState())
+
+
+def init_variable(v, value, metadata) -> None:
+    """Fill the slots of a Variable made with ``object.__new__`` (as ``nnx.merge`` does)."""
+    new_trace_state(v)
     _meta.__set__(v, metadata)
     _raw.__set__(v, value)
-    return v
+
+
+def is_flax_hijax(x) -> bool:
+    """A flax-native hijax Variable (flax 0.12 ``var_defaults(hijax=True)``)."""
+    return HAS_FLAX_HIJAX and isinstance(x, HijaxVariable)
 
 
 def flax_variable_parts(v):
@@ -91,27 +92,29 @@ def new_flax_hijax(cls, value, metadata):
     """A flax-native hijax Variable of ``cls`` holding ``value`` (a tracer inside a trace: flax's
     own primitive makes it there), so that it stays one pytree leaf as it is outside."""
     lojax = object.__new__(cls)
-    if TraceState is not None:
-        _trace.__set__(lojax, TraceState())
-    _meta.__set__(lojax, dict(metadata))
-    _raw.__set__(lojax, value)
+    init_variable(lojax, value, dict(metadata))
     return variablelib._new_hijax_from_variable(lojax)
 
 
-def flax_hijax_write(v, value):
+def flax_hijax_write(v, value) -> None:
     v.set_value(value)
 
 
-def fresh_node_state(state):
-    """A new ``_object__state``/``_pytree__state`` like ``state`` but owned by the current trace."""
-    return type(state)(False, getattr(state, "_is_setup", False))
+def register_pytree(cls, flatten, flatten_with_keys, unflatten) -> None:
+    try:
+        jax.tree_util.register_pytree_with_keys(
+            cls, flatten_with_keys=flatten_with_keys, unflatten_func=unflatten,
+            flatten_func=flatten)
+    except ValueError:  # already registered (flax 0.11+ registers Variable subclasses itself)
+        pass
 
 
-def is_graph_node(x):
+# --- graph nodes ----------------------------------------------------------------------------------
+def is_graph_node(x) -> bool:
     return isinstance(x, GRAPH_BASE)
 
 
-def node_items(node):
+def node_items(node) -> dict:
     return vars(node)
 
 
@@ -119,52 +122,44 @@ def new_node(cls):
     return object.__new__(cls)
 
 
-# --- pytree registration -------------------------------------------------------------------------
-def register_pytree(cls, flatten, flatten_with_keys, unflatten):
-    try:
-        jax.tree_util.register_pytree_with_keys(
-            cls, flatten_with_keys=flatten_with_keys, unflatten_func=unflatten, flatten_func=flatten)
-    except ValueError:  # already registered (flax 0.11+ registers Variable subclasses itself)
-        pass
+def fresh_node_state(state):
+    """A new ``_object__state``/``_pytree__state`` like ``state`` but owned by the current trace."""
+    return type(state)(False, getattr(state, "_is_setup", False))
 
 
-# --- optimizer -----------------------------------------------------------------------------------
-_OPT_UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).parameters
+def swap_node_state(node):
+    """Give ``node`` a bookkeeping state owned by the current trace; returns what to restore."""
+    d = node_items(node)
+    for key in NODE_STATE_KEYS:
+        if key in d:
+            old = d[key]
+            d[key] = fresh_node_state(old)
+            return key, old
+    return None
 
 
-def optimizer_update(optimizer, model, grads):
-    """``nnx.Optimizer.update`` in the form this flax version expects."""
-    if _OPT_UPDATE_TAKES_MODEL:
-        return optimizer.update(model, grads)
-    # flax 0.10.4 wants a State of the gradients with exactly the parameters' tree structure
-    wrt = getattr(optimizer, "wrt", nnx.Param)
-    if is_graph_node(grads):
-        grads = nnx.state(grads, wrt)
-    params = nnx.state(optimizer.model, wrt)
-    grads = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(grads))
-    return optimizer.update(grads)
+#: Bumped by every attribute write/delete on a graph node (flax_patches.py) and by hijaxc's own
+#: structural write-backs.  The steady-state call path compares it with the value it saw last time
+#: instead of re-walking the object graph: equal epochs + the same root objects = the same
+#: structure.
+EPOCH = [0]
 
+# --- optimizer ------------------------------------------------------------------------------------
+OPTIMIZER_UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).parameters
 
-def make_optimizer(model, tx, wrt=nnx.Param):
-    try:
-        return nnx.Optimizer(model, tx, wrt=wrt)
-    except TypeError:
-        return nnx.Optimizer(model, tx)
-
-
-OPTIMIZER_UPDATE_TAKES_MODEL = _OPT_UPDATE_TAKES_MODEL
-#: flax 0.11+: ``nnx.merge(..., copy=True)``
-MERGE_HAS_COPY = "copy" in inspect.signature(nnx.merge).parameters
-#: flax 0.11+ Modules are JAX pytrees.
-MODULES_ARE_PYTREES = bool(jax.tree_util.all_leaves([nnx.Module()]) is False) or hasattr(nnx, "Pytree")
-
-# --- jax -----------------------------------------------------------------------------------------
+# --- jax ------------------------------------------------------------------------------------------
 try:  # the concrete array type, without creating an array: importing hijaxc must not start
     from jax._src.array import ArrayImpl  # JAX's backend (jax.distributed.initialize comes first)
 except ImportError:  # pragma: no cover
     ArrayImpl = jax.Array
+try:  # where JAX records the current trace (trace ancestry, for escaped tracers)
+    from jax._src import core as _jax_core
+except ImportError:  # pragma: no cover
+    _jax_core = None
 _AxisType = getattr(jax.sharding, "AxisType", None)
 _reshard = getattr(jax.sharding, "reshard", None)
+HAS_JIT_TRACE = hasattr(jax.jit(lambda: 0), "trace")
+Tracer = jax.core.Tracer
 
 
 def keep_sharding(x, sharding):
@@ -182,63 +177,11 @@ def keep_sharding(x, sharding):
     return jax.lax.with_sharding_constraint(x, sharding)
 
 
-HAS_JIT_TRACE = hasattr(jax.jit(lambda: 0), "trace")
-HAS_HITYPES = hasattr(jax, "new_ref") and HAS_FLAX_HIJAX
-Tracer = jax.core.Tracer
-
-
-def is_tracer(x):
+def is_tracer(x) -> bool:
     return isinstance(x, Tracer)
 
 
-# --- structural-change epoch ----------------------------------------------------------------------
-#: Bumped by every attribute write/delete on a graph node (and by hijaxc's own structural
-#: write-backs).  The steady-state call path compares it with the value it saw last time instead
-#: of re-walking the object graph: equal epochs + the same root objects = the same structure.
-EPOCH = [0]
-
-
-def _install_epoch_hooks(cls):
-    set_ = cls.__setattr__
-    del_ = cls.__delattr__
-
-    def __setattr__(self, name, value, _set=set_, _epoch=EPOCH):
-        _epoch[0] += 1
-        _set(self, name, value)
-
-    def __delattr__(self, name, _del=del_, _epoch=EPOCH):
-        _epoch[0] += 1
-        _del(self, name)
-
-    __setattr__.__wrapped__ = set_
-    __delattr__.__wrapped__ = del_
-    cls.__setattr__ = __setattr__
-    cls.__delattr__ = __delattr__
-
-
-if not getattr(GRAPH_BASE.__setattr__, "__wrapped__", None):
-    _install_epoch_hooks(GRAPH_BASE)
-
-
-def keep_variables_graph_leaves(variable_type):
-    """flax 0.10.4 treats every registered JAX pytree as a graph node, but hijaxc Variables are
-    pytrees *and* NNX Variables (graph leaves).  Where flax's ``is_node`` says yes to one of them,
-    teach it that Variables are leaves (flax itself checks Variables first everywhere else)."""
-    probe = object.__new__(variable_type)
-    if getattr(graph, "is_node", None) is None or not graph.is_node(probe):
-        return
-    original = graph.is_node
-
-    def is_node(x):
-        if isinstance(x, FlaxVariable):
-            return False
-        return original(x)
-
-    is_node.__wrapped__ = original
-    graph.is_node = is_node
-
-
-def is_escaped_tracer(x):
+def is_escaped_tracer(x) -> bool:
     """A tracer that belongs to no live trace (it leaked out of an inner ``jax`` transform).
 
     Where JAX records trace ancestry (``parent_trace``), a tracer of neither the current trace nor
@@ -251,9 +194,7 @@ def is_escaped_tracer(x):
     if is_valid is not None and not is_valid():
         return True
     try:
-        from jax._src import core as _core
-
-        cur = _core.trace_ctx.trace
+        cur = _jax_core.trace_ctx.trace
     except Exception:
         return False
     if not hasattr(cur, "parent_trace"):

@@ -10,7 +10,7 @@ therefore routes calls whose target it cannot prove to be library code through `
 
 ``callee(f)`` returns ``f`` itself for anything that is not a Python function defined in user code
 (builtins, JAX, Flax, NumPy, the standard library, code hijaxc already generated; except the few
-library functions that only call the user's callables, ``_adapter.LIBRARY_COMBINATORS`` such as
+library functions that only call the user's callables, ``LIBRARY_COMBINATORS`` such as
 ``nnx.Sequential.__call__``), and otherwise
 the *converted* function: the same source rewritten by the compiler (transforms redirected to the
 runtime, explicit mutations located, its own calls routed here), bound to the same globals, closure
@@ -27,7 +27,7 @@ import sys
 import sysconfig
 import types
 
-from . import _adapter
+from flax import nnx
 
 _converter = [None]  # fn -> converted FunctionType, or None when it cannot/need not be converted
 
@@ -72,7 +72,13 @@ def is_user_code(code):
     return known
 
 
-_COMBINATORS = frozenset(f.__code__ for f in _adapter.LIBRARY_COMBINATORS)
+#: Library functions whose job is to call the user's callables (``nnx.Sequential.__call__`` calls
+#: its layers): compiled code converts them like user code, so that the layers they call are
+#: converted too and a layer's own JAX transforms thread its state.
+LIBRARY_COMBINATORS = tuple(
+    f for f in (getattr(getattr(nnx, "Sequential", None), "__call__", None),)  # noqa: B004
+    if isinstance(f, types.FunctionType))
+_COMBINATORS = frozenset(f.__code__ for f in LIBRARY_COMBINATORS)
 
 
 def _function(fn):
@@ -100,7 +106,7 @@ def convert(f):
     if t is functools.partial:
         g = convert(f.func)
         return f if g is f.func else functools.partial(g, *f.args, **f.keywords)
-    call_ = getattr(t, "__call__", None)  # a callable object (a Module): its class's __call__
+    call_ = getattr(t, "__call__", None)  # noqa: B004  (a callable object: its class's __call__)
     if type(call_) is types.FunctionType:
         g = _function(call_)
         if g is not None:

@@ -9,6 +9,8 @@ import functools
 import threading
 from typing import NamedTuple
 
+from . import _adapter
+
 
 class VarDefaults(NamedTuple):
     hijax: bool
@@ -92,6 +94,4 @@ def use_hijax(flag):
 
 def _bump():
     # the mode of NNX Variables follows the defaults: a change must invalidate cached structures
-    from ._adapter import EPOCH
-
-    EPOCH[0] += 1
+    _adapter.EPOCH[0] += 1

@@ -29,6 +29,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .discovery import GlobalPlace
+from .pure_step import MISSING
+from .spec import (
+    VARIABLE_SPECS,
+    DictSpec,
+    Leaf,
+    ListSpec,
+    NodeSpec,
+    Obj,
+    PytreeOf,
+    RefSpec,
+    Static,
+    TupleOf,
+)
+
 logger = logging.getLogger("hijaxc")
 
 #: Warn once per function when it has traced more than this many times (0 turns it off);
@@ -109,7 +124,8 @@ class Observer:
 
     step: Any
     options: Options = field(default_factory=Options)
-    records: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_RECORDS))
+    records: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_RECORDS))
     traces: int = 0
     fast_traces: int = 0
     changes: collections.Counter = field(default_factory=collections.Counter)
@@ -229,13 +245,9 @@ def signature(trace, leaves, params, step) -> dict:
 
 
 class _Walk:
-    """Walks a trace's specs (runtime/state.py's encoding) the way ``split`` visited them."""
+    """Walks a trace's specs (spec.py) the way ``split`` visited them."""
 
     def __init__(self, trace, leaves):
-        # the placeholder of a static argument among the dynamic ones
-        from .call import MISSING
-
-        self.missing = MISSING
         self.out, self.seen = {}, {}
         self.trace, self.leaves, self.specs = trace, leaves, trace.objects_spec
         self.shardings = getattr(trace, "state_shardings", {}) or {}
@@ -245,17 +257,19 @@ class _Walk:
 
     def roots(self, params, names):
         args_spec, kwargs_spec, free_spec = self.trace.root_specs
-        for j, c in enumerate(args_spec[1]):
+        for j, c in enumerate(args_spec.items):
             self.value(c, (params[j] if j < len(params) else f"args[{j}]",), "argument")
-        if kwargs_spec[0] == "obj":
-            self.seen[kwargs_spec[1]] = ("**kwargs",)
-            for key, c in self.specs[kwargs_spec[1]][1]:
+        if type(kwargs_spec) is Obj:
+            self.seen[kwargs_spec.index] = ("**kwargs",)
+            for key, c in self.specs[kwargs_spec.index].items:
                 self.value(c, (str(key),), "argument")
-        for j, c in enumerate(free_spec[1]):
+        for j, c in enumerate(free_spec.items):
             self.value(c, (names[j] if j < len(names) else f"<free {j}>",), "free variable")
-        for kind, k, v in self.trace.statics:
-            name = (params[k] if k < len(params) else f"args[{k}]") if kind == "a" else str(k)
-            self.add((name,), "", "static argument", "static", _short(v), _static_cmp(v))
+        for st in self.trace.statics:
+            k = st.position
+            name = (params[k] if k < len(params) else f"args[{k}]") if k is not None else st.name
+            self.add((name,), "", "static argument", "static", _short(st.value),
+                     _static_cmp(st.value))
         return self.out
 
     def children(self, specs, path, role, label):
@@ -263,21 +277,22 @@ class _Walk:
             self.value(c, path + (label(j),), role)
 
     def value(self, spec, path, role):
-        kind = spec[0]
-        if kind == "leaf":
-            sh = self.shardings.get(spec[1])
-            text = _aval_text(self.leaves[spec[1]]) + (f" sharded {_sharding_text(sh[0])}" if sh else "")
+        t = type(spec)
+        if t is Leaf:
+            sh = self.shardings.get(spec.index)
+            text = _aval_text(self.leaves[spec.index]) + (
+                f" sharded {_sharding_text(sh.sharding)}" if sh else "")
             self.add(path, "", role, "shape", text, text)
-        elif kind == "static" and spec[1] is not self.missing:
-            self.add(path, "", role, "config", _short(spec[1]), _static_cmp(spec[1]))
-        elif kind == "tuple":
-            self.add(path, "", role, "type", f"tuple of {len(spec[1])}", "tuple")
-            self.children(spec[1], path, "item", lambda j: f"[{j}]")
-        elif kind == "pytree":
-            self.add(path, "", role, "type", f"pytree {_short(spec[1])}", spec[1])
-            self.children(spec[2], path, "item", lambda j: f"[{j}]")
-        elif kind == "obj":
-            k = spec[1]
+        elif t is Static and spec.value is not MISSING:
+            self.add(path, "", role, "config", _short(spec.value), _static_cmp(spec.value))
+        elif t is TupleOf:
+            self.add(path, "", role, "type", f"tuple of {len(spec.items)}", "tuple")
+            self.children(spec.items, path, "item", lambda j: f"[{j}]")
+        elif t is PytreeOf:
+            self.add(path, "", role, "type", f"pytree {_short(spec.treedef)}", spec.treedef)
+            self.children(spec.items, path, "item", lambda j: f"[{j}]")
+        elif t is Obj:
+            k = spec.index
             if k in self.seen:
                 first = "".join(self.seen[k])
                 self.add(path, "", role, "structure", f"same object as {first}", ("alias", first))
@@ -286,37 +301,37 @@ class _Walk:
                 self.content(self.specs[k], path, role)
 
     def content(self, spec, path, role):
-        kind = spec[0]
-        if kind in ("var", "fvar"):
+        t = type(spec)
+        if t in VARIABLE_SPECS:
             self.variable(spec, path, role)
-        elif kind == "ref":
-            text = _aval_text(self.leaves[spec[1]])
+        elif t is RefSpec:
+            text = _aval_text(self.leaves[spec.leaf])
             self.add(path, "", role, "shape", "Ref " + text, text)
-        elif kind == "list":
+        elif t is ListSpec:
             self.add(path, "", role, "type", "list", "list")
-            self.children(spec[1], path, "item", lambda j: f"[{j}]")
-        elif kind == "dict":
+            self.children(spec.items, path, "item", lambda j: f"[{j}]")
+        elif t is DictSpec:
             self.add(path, "", role, "type", "dict", "dict")
-            for key, c in spec[1]:
+            for key, c in spec.items:
                 self.value(c, path + (f"[{key!r}]",), "key")
-        elif kind == "node":
-            self.add(path, "", role, "type", spec[1].__name__, spec[1])
-            for name, c in spec[4]:
+        elif t is NodeSpec:
+            self.add(path, "", role, "type", spec.cls.__name__, spec.cls)
+            for name, c in spec.attributes:
                 internal = isinstance(name, str) and name.startswith(("_pytree__", "_object__"))
-                self.value(c, path + (f".{name}",), "internal attribute" if internal else "attribute")
+                role_ = "internal attribute" if internal else "attribute"
+                self.value(c, path + (f".{name}",), role_)
 
     def variable(self, spec, path, role):
-        sub = spec[4]
-        if sub[0] != "obj":  # an array leaf, or a non-array value kept as static structure
-            self.value(sub, path, role)
+        if type(spec.value) is not Obj:  # an array leaf, or a non-array value kept as static
+            self.value(spec.value, path, role)
         else:
             self.add(path, "", role, "structure", "Variable holding a Ref", "ref")
-            self.value(sub, path + (".ref",), "attribute")
-        self.add(path, "type", role, "type", spec[1].__name__, spec[1])
-        mode = spec[3]
-        mode_text = ("hijax" if mode[0] else "lojax") + ("" if mode[1] else ", immutable")
+            self.value(spec.value, path + (".ref",), "attribute")
+        self.add(path, "type", role, "type", spec.cls.__name__, spec.cls)
+        mode = spec.mode
+        mode_text = ("hijax" if mode.hijax else "lojax") + ("" if mode.mutable else ", immutable")
         self.add(path, "mode", role, "mode", mode_text, tuple(mode))
-        meta = {k: v for k, v in dict(spec[2]).items() if k not in _MODE_METADATA}
+        meta = {k: v for k, v in dict(spec.metadata).items() if k not in _MODE_METADATA}
         if meta:
             self.add(path, "metadata", role, "config", _short(meta), _static_cmp(_meta_items(meta)))
 
@@ -327,7 +342,7 @@ _MODE_METADATA = frozenset({"hijax", "ref", "mutable", "hijaxc"})  # reported as
 def _free_names(step):
     names = list(getattr(step, "free_names", ()))
     for place in getattr(step, "extra", ()):
-        names.append(place[2] if place[0] == "g" else "<closure cell>")
+        names.append(place.name if isinstance(place, GlobalPlace) else "<closure cell>")
     return names
 
 
@@ -424,7 +439,8 @@ def _change(path, kind, item):
         cat = "internal"
     parent = "".join(path[:-1])
     topic = f"the {item.role.split()[-1]}s of {parent}" if parent else f"the {item.role}s"
-    return Change(p, kind, cat, f"{kind} {item.role} {p}" + (f": {item.text}" if kind == "new" else ""),
+    text = f"{kind} {item.role} {p}" + (f": {item.text}" if kind == "new" else "")
+    return Change(p, kind, cat, text,
                   topic)
 
 

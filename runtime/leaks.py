@@ -1,4 +1,5 @@
-"""Tracers stored into objects that are not state (S12).
+"""Tracers that would leak out of a trace: stored into objects that are not state (S12), or
+written into Variables the step does not thread (S6).
 
 A closure's or global's list, dict or plain object that holds no Variable, Ref or Module is used
 as it is while tracing (as under ``jax.jit``): appending to a list that counts traces is a Python
@@ -7,8 +8,11 @@ snapshots those objects' shallow contents first, and afterwards looks for tracer
 there: if it finds one, it puts every snapshot back (S6) and raises ``TracerLeakError``."""
 from typing import Any, NamedTuple
 
+import jax
+
 from . import _adapter
 from .errors import TracerLeakError
+from .variables import Ref
 
 
 class Snapshot(NamedTuple):
@@ -69,3 +73,27 @@ def _tracers(x, depth=0):
 def _fmt(path):
     root = "global/closure" if path and path[0] == "closure" else str(path[0]) if path else "?"
     return root + "".join(f"[{k!r}]" for k in path[1:])
+
+
+def restore_foreign_writes(ctx, merged) -> TracerLeakError:
+    """Variables written during the trace that the step does not own (not threaded, not created
+    inside) now hold tracers: put their values back (S6) and return the error for the first one
+    (None if there is none)."""
+    leaked = None
+    for key, (v, old) in ctx.touched.items():
+        if key in merged.fresh_index or key in ctx.created:
+            continue
+        if any(_adapter.is_tracer(x) for x in jax.tree.leaves(old)):
+            continue  # it already held traced values: owned by this (or an inner) trace
+        if isinstance(v, Ref):
+            v._value = old
+        else:
+            _adapter.set_raw(v, old)
+        if leaked is None:
+            leaked = TracerLeakError(
+                f"{type(v).__name__} written at {ctx.writes.get(key, '<unknown>')} is not threaded "
+                "through this hijaxc.jit step (it is reached through a function hijaxc could not "
+                "rewrite, e.g. one without source, or through another function's globals), so the "
+                "traced value would leak. Pass it as an argument or close over it in the jitted "
+                "function.  Its value was left unchanged.")
+    return leaked

@@ -8,6 +8,7 @@ call path fast); its hijaxc flags live in the metadata under the key ``"hijaxc"`
 Variable is always a plain ("lojax") Variable: hijax semantics come from hijaxc's compiler, not
 from JAX hi-types, which is why they work on JAX versions that have none.
 """
+import copy
 import operator
 
 import jax
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import _adapter, config, context, location
+from . import _adapter, config, location, writelog
 from .errors import ImmutableVariableError, InvalidValueError
 
 FLAGS = "hijaxc"
@@ -32,13 +33,13 @@ class Ref:
 
     def __init__(self, value):
         self._value = _as_array(value)
-        context.on_create(self)
+        writelog.on_create(self)
 
     def __getitem__(self, idx):
         return self._value if idx is Ellipsis else self._value[idx]
 
     def __setitem__(self, idx, value):
-        context.on_write(self, self._value)
+        writelog.on_write(self, self._value)
         self._value = _assign(self._value, idx, value)
 
     @property
@@ -85,7 +86,7 @@ def _assign(old, idx, new):
 
 
 def _copy_raw(raw):
-    return _ref_of(raw._value) if isinstance(raw, Ref) else raw
+    return new_ref(raw._value) if isinstance(raw, Ref) else raw
 
 
 def _flags(v):
@@ -120,9 +121,8 @@ class Variable(nnx.Variable):
         return self.copy()
 
     def __deepcopy__(self, memo):
-        import copy as _copy
-
-        out = new(type(self), _copy.deepcopy(_get_raw(self), memo), _copy.deepcopy(dict(_get_meta(self)), memo))
+        out = new(type(self), copy.deepcopy(_get_raw(self), memo),
+                  copy.deepcopy(dict(_get_meta(self)), memo))
         memo[id(self)] = out
         return out
 
@@ -144,12 +144,13 @@ class Variable(nnx.Variable):
                 f"Variable(ref=True, mutable=False) at {location.user_location()}: a Ref is a "
                 "mutable box; create the Variable with ref=False or mutable=True.")
         if isinstance(value, Variable):
-            raise InvalidValueError(f"cannot store a Variable inside a Variable ({location.user_location()})")
+            raise InvalidValueError(
+                f"cannot store a Variable inside a Variable ({location.user_location()})")
         meta = dict(_adapter.FLAX_REQUIRED_METADATA)
         meta.update(metadata)
         meta[FLAGS] = (hijax, ref, bool(mutable))
-        _init_slots(self, Ref(value) if ref else value, meta)
-        context.on_create(self)
+        _adapter.init_variable(self, Ref(value) if ref else value, meta)
+        writelog.on_create(self)
 
     # -- flags -------------------------------------------------------------------------------------
     @property
@@ -191,12 +192,12 @@ class Variable(nnx.Variable):
                 "mutable=False (convert it with vars_as(..., mutable=True) to write to it).")
         if isinstance(value, Variable):
             value = value.get_value()
-        if isinstance(value, (str, bytes)) and context.tracing():
+        if isinstance(value, (str, bytes)) and writelog.tracing():
             raise InvalidValueError(
                 f"cannot store {type(value).__name__} {value!r:.40} in {type(self).__name__} at "
                 f"{where or location.user_location()}: inside a hijaxc step Variables hold arrays")
         raw = _get_raw(self)
-        context.on_write(self, raw)
+        writelog.on_write(self, raw)
         if isinstance(raw, Ref):
             raw._value = _assign(raw._value, index, value)
         else:
@@ -307,24 +308,18 @@ def _human_bytes(b):
         b /= 1000
 
 
-def _init_slots(v, raw, meta):
-    if _adapter.TraceState is not None:
-        _adapter.FlaxVariable.__dict__["_trace_state"].__set__(v, _adapter.TraceState())
-    _adapter.set_metadata_dict(v, meta)
-    _set_raw(v, raw)
-
-
 def new(cls, raw, meta):
     """Build a Variable of ``cls`` from its raw value and metadata without ``__init__``."""
     v = object.__new__(cls)
-    _init_slots(v, raw, meta)
-    context.on_create(v)
+    _adapter.init_variable(v, raw, meta)
+    writelog.on_create(v)
     return v
 
 
 # -- operators act on the value --------------------------------------------------------------------
 def _binop(op):
-    return lambda self, other: op(self.get_value(), other.get_value() if isinstance(other, nnx.Variable) else other)
+    return lambda self, other: op(
+        self.get_value(), other.get_value() if isinstance(other, nnx.Variable) else other)
 
 
 def _rbinop(op):
@@ -344,11 +339,12 @@ for _name, _op in [("add", operator.add), ("sub", operator.sub), ("mul", operato
         return self
 
     setattr(Variable, f"__i{_name}__", _inplace)
-for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge)]:
+for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt),
+                   ("ge", operator.ge)]:
     setattr(Variable, f"__{_name}__", _binop(_op))
 Variable.__eq__ = lambda self, other: self is other or (
     _binop(operator.eq)(self, other) if not isinstance(other, (str, type(None))) else False)
-Variable.__ne__ = lambda self, other: not (self is other) and _binop(operator.ne)(self, other)
+Variable.__ne__ = lambda self, other: self is not other and _binop(operator.ne)(self, other)
 for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
                    ("invert", operator.invert)]:
     setattr(Variable, f"__{_name}__", (lambda op: lambda self: op(self.get_value()))(_op))
@@ -359,7 +355,8 @@ def _flatten(v):
     raw = _get_raw(v)
     meta = _get_meta(v)
     is_ref = isinstance(raw, Ref)
-    return (raw._value if is_ref else raw,), (tuple(sorted(meta.items(), key=lambda kv: kv[0])), is_ref)
+    items = tuple(sorted(meta.items(), key=lambda kv: kv[0]))
+    return (raw._value if is_ref else raw,), (items, is_ref)
 
 
 def _flatten_with_keys(v):
@@ -371,12 +368,12 @@ def _unflatten_for(cls):
     def unflatten(aux, children):
         items, is_ref = aux
         value = children[0]
-        return new(cls, Ref.__new__(Ref) if False else (_ref_of(value) if is_ref else value), dict(items))
+        return new(cls, new_ref(value) if is_ref else value, dict(items))
 
     return unflatten
 
 
-def _ref_of(value):
+def new_ref(value):
     r = object.__new__(Ref)
     r._value = value
     return r
@@ -387,8 +384,7 @@ def _register(cls):
 
 
 _register(Variable)
-_adapter.keep_variables_graph_leaves(Variable)
-jax.tree_util.register_pytree_node(Ref, lambda r: ((r._value,), None), lambda _, c: _ref_of(c[0]))
+jax.tree_util.register_pytree_node(Ref, lambda r: ((r._value,), None), lambda _, c: new_ref(c[0]))
 
 # -- hijaxc counterparts of NNX Variable types ---------------------------------------------------
 _MIRRORS = {}

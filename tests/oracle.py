@@ -28,6 +28,7 @@ Only values are restored (not new attributes), so use the factory form for struc
 """
 import contextlib
 import copy
+import inspect
 import dataclasses
 
 import jax
@@ -302,9 +303,16 @@ def opt_update(opt, model, grads):
     """``opt.update(model, grads)`` (0.11+) / ``opt.update(grads)`` (0.10.4 keeps ``opt.model``).
     Gradients that come back as a Module (``jax.grad`` of a Module) are given to flax 0.10.4 as the
     ``nnx.State`` its Optimizer expects (flax 0.11+ Modules are pytrees and are accepted as they are)."""
-    from hijaxc.runtime._adapter import optimizer_update
+    if _UPDATE_TAKES_MODEL:
+        opt.update(model, grads)
+        return
+    if isinstance(grads, nnx.Module):
+        grads = nnx.state(grads, opt.wrt)
+    params = nnx.state(opt.model, opt.wrt)
+    opt.update(jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(grads)))
 
-    optimizer_update(opt, model, grads)
+
+_UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).parameters
 
 
 def _restore(obj, old):

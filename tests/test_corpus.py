@@ -42,12 +42,8 @@ SLOW_OK = os.environ.get("CORPUS_SLOW") == "1" or hasattr(nnx, "view")
 
 #: hijaxc bugs, reported to the lead (minimal repros in the corpus branch's report).  A program
 #: listed here must fail under hijaxc.jit (strict): when the bug is fixed, remove its line.
-HIJAXC_BUGS = {
-    "toy_02_cached_partial": "nnx.cached_partial(hijaxc.jit(f), model, opt) raises ValueError "
-                             "'GRAPH_CONTEXT.tmp_static_cache should be None' (known)",
-    "toy_hijax_demo": "flax hijax Variables become pytree nodes inside the step: jax.tree.map "
-                      "over Param/OptState trees hits a structure error (known)",
-}
+#: corpus programs where hijaxc.jit fails today, with the reason (strict xfail); none now
+HIJAXC_BUGS: dict = {}
 
 
 def _skip(name):

@@ -25,8 +25,9 @@ from flax import nnx
 
 import hijaxc
 import oracle
-from hijaxc.runtime import call as hx_call
-from hijaxc.runtime import state as hx_state
+from hijaxc.runtime import donation as hx_donation
+from hijaxc.runtime import steady_state as hx_steady
+from hijaxc.runtime import writeback as hx_writeback
 
 try:
     from jax._src import compiler as _jax_compiler
@@ -195,7 +196,7 @@ def _inject_dispatch_failure(jf):
         for mask, jitted in list(entry.jitted.items()):
             entry.jitted[mask] = _armed_wrapper(jitted, armed)
     try:
-        with mock.patch.object(hx_call, "jax", JaxProxy()):
+        with mock.patch.object(hx_donation, "jax", JaxProxy()):
             yield
     finally:
         armed[0] = False
@@ -216,7 +217,7 @@ def _inject_writeback_failure(jf):
     """The write-back raises at its third Variable write, after two succeeded (slow path: inside
     ``WriteBack.apply``; steady state: the fast path's direct writes)."""
     n = [0]
-    real_state_set, real_call_set = hx_state._set_raw, hx_call._set_raw
+    real_state_set, real_call_set = hx_writeback._set_raw, hx_steady._set_raw
 
     def failing(real):
         def set_raw(v, x):
@@ -227,20 +228,20 @@ def _inject_writeback_failure(jf):
 
         return set_raw
 
-    real_apply = hx_state.WriteBack.apply
+    real_apply = hx_writeback.WriteBack.apply
 
     def apply(self, objects, leaves):  # only the write-back itself, not merge during the trace
-        with mock.patch.object(hx_state, "_set_raw", failing(real_state_set)):
+        with mock.patch.object(hx_writeback, "_set_raw", failing(real_state_set)):
             return real_apply(self, objects, leaves)
 
-    with mock.patch.object(hx_state.WriteBack, "apply", apply), \
-            mock.patch.object(hx_call, "_set_raw", failing(real_call_set)):
+    with mock.patch.object(hx_writeback.WriteBack, "apply", apply), \
+            mock.patch.object(hx_steady, "_set_raw", failing(real_call_set)):
         yield
 
 
 @contextlib.contextmanager
 def _inject_apply_failure(jf):
-    with mock.patch.object(hx_state.WriteBack, "apply",
+    with mock.patch.object(hx_writeback.WriteBack, "apply",
                            side_effect=RuntimeError("injected write-back failure")):
         yield
 

@@ -1,0 +1,52 @@
+"""Donation (S9): the buffers of written-back state are donated when the Variable holds the only
+reference, so a step's peak memory matches a hand-written step with ``donate_argnums``; an array
+the user still holds is never donated."""
+import sys
+from typing import Sequence
+
+import jax
+
+from . import _adapter
+from .spec import Leaf, VarSpec
+
+_getrefcount = sys.getrefcount
+ArrayImpl = _adapter.ArrayImpl
+
+
+def donatable(objects_spec: Sequence) -> list:
+    """Leaf indices of the hijax, mutable Variables (the written-back ones)."""
+    return [c.value.index for c in objects_spec
+            if type(c) is VarSpec and c.mode.hijax and c.mode.mutable and type(c.value) is Leaf]
+
+
+def mask(objects_spec: Sequence, leaves: Sequence) -> tuple:
+    """The donatable leaves held only by their Variable's slot (+ ``leaves`` + getrefcount's
+    argument; no local name for the leaf: it would be one more reference)."""
+    return tuple(i for i in donatable(objects_spec)
+                 if type(leaves[i]) is ArrayImpl and _getrefcount(leaves[i]) <= 3)
+
+
+def jitted_for(entry, mask_: tuple, jit_kwargs: dict):
+    """The compiled step for a donation mask: reuse one that donates a subset of ``mask_`` (always
+    safe, saves a compile when e.g. the first call could donate less than later ones)."""
+    best = None
+    allowed = set(mask_)
+    for m, j in entry.jitted.items():
+        if (best is None or len(m) > len(best[0])) and allowed.issuperset(m):
+            best = (m, j)
+    if best is not None:
+        return best[1]
+    return jax.jit(entry.pure, donate_argnums=mask_, **jit_kwargs)
+
+
+def note_lost(e: BaseException, name: str, leaves: Sequence, mask_: tuple) -> None:
+    """A step that fails while executing, after XLA consumed its donated inputs, cannot restore
+    them: the Variables that held them now hold deleted arrays (S6 yields to S9 here; there is no
+    copy to go back to without doubling the state's memory).  Say so, and how to avoid it, rather
+    than leave the next read to fail with "Array has been deleted"."""
+    lost = [i for i in mask_ if type(leaves[i]) is ArrayImpl and leaves[i].is_deleted()]
+    if lost and hasattr(e, "add_note"):
+        e.add_note(f"hijaxc: {name} failed while executing, after donating the buffers of "
+                   f"{len(lost)} Variable(s) it writes back (donate='auto'): they now hold deleted "
+                   "arrays and their state is lost.  Use hijaxc.jit(..., donate=False) where a "
+                   "failure at run time must leave the state intact.")
