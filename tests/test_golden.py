@@ -4,6 +4,7 @@ Update after an intended change: ``HIJAXC_UPDATE_GOLDEN=1 python -m pytest tests
 then review the diff of tests/golden/ like any other code change."""
 import ast
 import os
+import re
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_no_source_fallback_matches_golden(name):
 def test_every_user_line_is_commented_with_its_origin():
     for name in golden_corpus.NAMES:
         text = _normalise(hijaxc.show(getattr(golden_corpus, name)))
-        body = text.split("__pure_step(")[0]
+        body = re.split(r"\n +def \S+__pure_step\(", text)[0]
         for line in body.splitlines()[3:]:
             if line.strip() and not line.strip().startswith("#") and "def __hx_factory" not in line:
                 assert "# golden_corpus.py:" in line, (name, line)
