@@ -4,7 +4,7 @@ The conversion itself is a flat list of stages, one module each::
 
     parsed   = parse.parse(fn)                          # source -> gast
     analysis = analyse.analyse(parsed, fn)              # free names, threaded candidates, errors
-    node     = rewrite.rewrite(parsed, analysis, fn)    # threaded kw-only params, setitem, transforms
+    node     = rewrite(parsed, analysis, fn)            # the passes of hijaxc/passes/, in order
     source   = load.render(node, ...)                   # ast.unparse + origin comments
     codes    = load.compile_module(source, ...)         # linecache + compile
     body, pure_step = load.bind(codes, fn, runtime)     # over the user's own cells and globals
@@ -21,9 +21,27 @@ from . import runtime as _rt
 from .runtime import call as _call
 from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 
-from . import analyse, cache, load, parse, rewrite
+from . import analyse, cache, load, parse
+from .passes import (callees, declarations, foreign, lambda_def, mutations, private_names,
+                     super_call, threaded_params, transforms)
+from .transformer import Context
 
 _NNX_GRAPH_CONTEXT = _rt._adapter.NNX_GRAPH_CONTEXT
+
+def rewrite(parsed: parse.Parsed, analysis: analyse.Analysis, fn: types.FunctionType):
+    """The user's function -> the body hijaxc traces: each pass's docstring shows what it does."""
+    ctx = Context.make(parsed, analysis, fn)
+    node = lambda_def.transform(parsed.node, ctx)
+    node = callees.transform(node, ctx)  # first: decides on the user's own expressions
+    node = super_call.transform(node, ctx)
+    node = private_names.transform(node, ctx)
+    node = transforms.transform(node, ctx)
+    node = foreign.transform(node, ctx)  # after transforms: wraps the roots left standing
+    node = mutations.transform(node, ctx)
+    node = declarations.transform(node, ctx)
+    node = threaded_params.transform(node, ctx)
+    return node
+
 
 class Transformed:
     """The result of compiling one function (cached per code object and closure layout)."""
@@ -47,7 +65,7 @@ def transform(fn):
             t.threaded = tuple(n for n, c in zip(fn.__code__.co_freevars, fn.__closure__ or ()))
             return t
         analysis = analyse.analyse(parsed, fn)
-        node = rewrite.rewrite(parsed, analysis, fn)
+        node = rewrite(parsed, analysis, fn)
         source, gen_map, _ = load.render(node, parsed, fn, analysis)
         t.codes = load.compile_module(source, gen_map, fn.__qualname__)
         t.source, t.filename, t.analysis = source, t.codes[2], analysis
@@ -70,7 +88,7 @@ def convert_callee(fn):
         except (SourceUnavailableError, UnsupportedSyntaxError):
             return None
         try:
-            node = rewrite.rewrite(parsed, analysis, fn)
+            node = rewrite(parsed, analysis, fn)
             source, gen_map, _ = load.render(node, parsed, fn, analysis, pure=False)
             return load.compile_module(source, gen_map, fn.__qualname__), source
         except Exception as e:  # a compiler bug must not break a call that works unconverted
