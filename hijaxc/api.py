@@ -15,6 +15,7 @@ import types
 import warnings
 from typing import Callable, NamedTuple
 
+import gast
 import jax
 
 from . import runtime as _rt
@@ -40,7 +41,7 @@ def rewrite(parsed: parse.Parsed, analysis: analyse.Analysis, fn: types.Function
     node = mutations.transform(node, ctx)
     node = declarations.transform(node, ctx)
     node = threaded_params.transform(node, ctx)
-    return node
+    return gast.fix_missing_locations(node)
 
 
 class Transformed:

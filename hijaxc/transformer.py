@@ -101,20 +101,23 @@ def _environment(fn):
 
 
 class Transformer(gast.NodeTransformer):
-    """A pass: ``node = Pass.transform(node, ctx)``.  Replacements get the replaced node's source
-    position; nodes a visitor adds in place get their parent's at the end of the pass."""
+    """A pass: ``node = Pass.transform(node, ctx)``.  Whatever a visitor returns in place of a node
+    gets that node's source position (nodes the visitor reuses keep their own); a visitor that adds
+    nodes in place calls ``copy_origin`` itself, and ``api.rewrite`` fills any position still
+    missing from the parent's at the end."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
     @classmethod
     def transform(cls, node: gast.AST, ctx: Context) -> gast.AST:
-        node = cls(ctx).visit(node)
-        gast.fix_missing_locations(node)
-        return node
+        return cls(ctx).visit(node)
 
     def visit(self, node):
-        result = super().visit(node)
+        visitor = getattr(self, "visit_" + node.__class__.__name__, None)
+        if visitor is None:  # (most nodes: skip NodeTransformer.visit's own dispatch)
+            return self.generic_visit(node)
+        result = visitor(node)
         if result is not node and result is not None:
             for new in result if isinstance(result, list) else [result]:
                 copy_origin(node, new)

@@ -8,7 +8,7 @@ the analysis)::
 import gast
 
 from .. import templates
-from ..transformer import Transformer
+from ..transformer import Context, Transformer
 
 
 class Declarations(Transformer):
@@ -22,4 +22,5 @@ class Declarations(Transformer):
     visit_Nonlocal = visit_Global
 
 
-transform = Declarations.transform
+def transform(node: gast.AST, ctx: Context) -> gast.AST:
+    return Declarations.transform(node, ctx) if ctx.analysis.threaded else node

@@ -27,4 +27,5 @@ class ExplicitSuper(Transformer):
         return node
 
 
-transform = ExplicitSuper.transform
+def transform(node: gast.AST, ctx: Context) -> gast.AST:
+    return ExplicitSuper.transform(node, ctx) if ctx.class_cell else node
