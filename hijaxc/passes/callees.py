@@ -5,9 +5,10 @@ functions with these same passes at trace time (``runtime/callees.py``), so a Mo
     y = model(x)                        ->   y = __hx.callee(model)(x)
     optimizer.update(model, grads)      ->   __hx.callee(optimizer.update)(model, grads)
 
-Calls the compiler can resolve to library code (``jnp.sin``, ``print``, a class), array methods
-(``x.sum()``), functions defined in the body and the runtime's own functions are left alone.  Runs
-first: it decides on the user's own expressions, before other passes rename or redirect them.
+Calls the compiler can resolve to library code through a free name (``jnp.sin``, a class), array
+methods (``x.sum()``), functions defined in the body and the runtime's own functions are left
+alone; builtins (``print``) are routed, and the runtime calls them as they are.  Runs first: it
+decides on the user's own expressions, before other passes rename or redirect them.
 """
 import types
 
