@@ -9,22 +9,31 @@ The conversion itself is a flat list of stages, one module each::
     codes    = load.compile_module(source, ...)         # linecache + compile
     body, pure_step = load.bind(codes, fn, runtime)     # over the user's own cells and globals
 """
+from __future__ import annotations
+
 import functools
 import inspect
 import types
 import warnings
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, Sequence, overload
 
 import gast
-import jax
-
-from . import runtime as _rt
-from .runtime import call as _call
-from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 
 from . import analyse, cache, load, parse
-from .passes import (callees, declarations, foreign, lambda_def, mutations, private_names,
-                     super_call, threaded_params, transforms)
+from . import runtime as _rt
+from .passes import (
+    callees,
+    declarations,
+    foreign,
+    lambda_def,
+    mutations,
+    private_names,
+    super_call,
+    threaded_params,
+    transforms,
+)
+from .runtime import call as _call
+from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
 from .transformer import Context
 
 _NNX_GRAPH_CONTEXT = _rt._adapter.NNX_GRAPH_CONTEXT
@@ -63,7 +72,7 @@ def transform(fn):
                 "rewriting the function (globals it reads are not threaded).", UserWarning,
                 path, int(line) if line.isdigit() else 0)
             t.fallback, t.source, t.codes, t.analysis = True, None, None, None
-            t.threaded = tuple(n for n, c in zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+            t.threaded = fn.__code__.co_freevars[:len(fn.__closure__ or ())]
             return t
         analysis = analyse.analyse(parsed, fn)
         node = rewrite(parsed, analysis, fn)
@@ -96,7 +105,8 @@ def convert_callee(fn):
             warnings.warn(f"hijaxc: could not convert {fn.__qualname__} "
                           f"({fn.__code__.co_filename}:{fn.__code__.co_firstlineno}), called from "
                           f"compiled code: {type(e).__name__}: {e}; calling it unconverted "
-                          "(JAX transforms inside it do not thread state)", RuntimeWarning)
+                          "(JAX transforms inside it do not thread state)", RuntimeWarning,
+                          stacklevel=1)
             return None
 
     made = cache.get_or_make(fn, make, "callee")
@@ -105,7 +115,7 @@ def convert_callee(fn):
     return load.bind(made[0], fn, _rt)[0]
 
 
-def converted_source(fn):
+def converted_source(fn: Callable) -> str | None:
     """The generated source of a function as converted when called from compiled code (None when
     it is not converted); for debugging: ``hijaxc.show`` prints only the compiled function."""
     if isinstance(fn, types.MethodType):
@@ -125,7 +135,7 @@ def _fallback_pure(fn, names):
     def pure(trace, *leaves):
         with trace.begin(leaves) as (args, kwargs, free):
             cells = list(fn.__closure__ or ())
-            for n, v in zip(names, free):
+            for n, v in zip(names, free, strict=False):
                 cells[index[n]] = types.CellType(v)
             g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
                                    tuple(cells) or None)
@@ -164,7 +174,8 @@ def resolve_target(fun: Callable) -> Target:
     wrapped = getattr(fun, "__wrapped__", None)
     if wrapped is not None and hasattr(fun, "lower"):  # a jax.jit-wrapped function
         return resolve_target(wrapped)
-    call = getattr(type(fun), "__call__", None)
+    # the class's own ``__call__`` function (not callable(): its code is what we inspect)
+    call = getattr(type(fun), "__call__", None)  # noqa: B004
     if isinstance(call, types.FunctionType):
         return Target(call, (fun,), {})
     raise TypeError(f"hijaxc.jit needs a Python callable (function, method, functools.partial, "
@@ -198,8 +209,9 @@ class JitFunction:
     """What ``hijaxc.jit`` returns: call it like the function; ``.lower``, ``.trace``,
     ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
 
-    def __init__(self, fun, *, static_argnums=(), static_argnames=(), donate="auto",
-                 aliasing="share", **jit_kwargs):
+    def __init__(self, fun: Callable, *, static_argnums: int | Sequence[int] = (),
+                 static_argnames: str | Sequence[str] = (), donate: str = "auto",
+                 aliasing: Literal["share", "error"] = "share", **jit_kwargs: Any) -> None:
         if aliasing not in ("share", "error"):
             raise ValueError(f"aliasing must be 'share' or 'error', got {aliasing!r}")
         target = resolve_target(fun)
@@ -230,15 +242,16 @@ class JitFunction:
             pure = _fallback_pure(fn, names)
         else:
             _, pure = load.bind(t.codes, fn, _rt)
-        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
         o = self._options
         argnums, argnames = static_positions(fn, len(self._bound), o["static_argnums"],
                                              o["static_argnames"])
         return _call.Step(
             pure, fn.__name__, free_names=names, free_cells=[cells.get(n) for n in names],
             free_globals=fn.__globals__,
-            static_argnums=argnums, static_argnames=argnames, donate=o["donate"], aliasing=o["aliasing"],
-            where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}", jit_kwargs=o["jit_kwargs"])
+            static_argnums=argnums, static_argnames=argnames, donate=o["donate"],
+            aliasing=o["aliasing"], where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}",
+            jit_kwargs=o["jit_kwargs"])
 
     def _args(self, args, kwargs):
         if self._bound:
@@ -247,7 +260,7 @@ class JitFunction:
             kwargs = {**self._bound_kw, **kwargs}
         return args, kwargs
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _NNX_GRAPH_CONTEXT is not None and _NNX_GRAPH_CONTEXT.tmp_static_cache is not None:
             # called through nnx.cached_partial: its cached objects are clones sharing the
             # caller's Variables; hijaxc keeps its own cache, flax's must be consumed
@@ -256,7 +269,7 @@ class JitFunction:
             args, kwargs = self._args(args, kwargs)
         return self.step(*args, **kwargs)
 
-    def __get__(self, obj, objtype=None):
+    def __get__(self, obj: Any, objtype: type | None = None) -> JitFunction:
         if obj is None:
             return self
         bound = JitFunction.__new__(JitFunction)
@@ -265,24 +278,24 @@ class JitFunction:
         bound._step = self.step  # share caches between instances
         return bound
 
-    def lower(self, *args, **kwargs):
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
         return self.step.lower(*self._args(args, kwargs)[0], **self._args(args, kwargs)[1])
 
-    def trace(self, *args, **kwargs):
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
         if not _rt._adapter.HAS_JIT_TRACE:
             raise AttributeError("this JAX has no jit(...).trace; use .lower")
         a, k = self._args(args, kwargs)
         return self.step.trace(*a, **k)
 
-    def eval_shape(self, *args, **kwargs):
+    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
         a, k = self._args(args, kwargs)
         return self.step.eval_shape(*a, **k)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<hijaxc.jit {self._fn.__qualname__}>"
 
 
-def cached_partial(f: Callable, *cached_args) -> "JitFunction":
+def cached_partial(f: Callable, *cached_args: Any) -> JitFunction:
     """``nnx.cached_partial`` for hijaxc: ``f`` (a function or a ``hijaxc.jit`` one, whose options
     are kept) with ``cached_args`` bound in front.  hijaxc's steady state already skips the graph
     walk while the same objects come back, so unlike flax's this needs no clones: the bound objects
@@ -292,16 +305,32 @@ def cached_partial(f: Callable, *cached_args) -> "JitFunction":
     return JitFunction(functools.partial(f, *cached_args))
 
 
-def jit(fun=None, *, static_argnums=(), static_argnames=(), donate="auto", aliasing="share",
-        **jit_kwargs):
+@overload
+def jit(fun: Callable, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), donate: str = "auto",
+        aliasing: Literal["share", "error"] = "share", **jit_kwargs: Any) -> JitFunction: ...
+
+
+@overload
+def jit(fun: None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), donate: str = "auto",
+        aliasing: Literal["share", "error"] = "share",
+        **jit_kwargs: Any) -> Callable[[Callable], JitFunction]: ...
+
+
+def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), donate: str = "auto",
+        aliasing: Literal["share", "error"] = "share",
+        **jit_kwargs: Any) -> JitFunction | Callable[[Callable], JitFunction]:
     """Compile ``fun`` so the Variables it reaches keep hijax semantics under ``jax.jit``.
 
     Usable bare (``@hijaxc.jit``) and with options (``@hijaxc.jit(static_argnums=1)``).  Extra
     keyword arguments (``in_shardings``, ``out_shardings``, ...) go to ``jax.jit``.
     """
     if fun is None:
-        return functools.partial(jit, static_argnums=static_argnums, static_argnames=static_argnames,
-                                 donate=donate, aliasing=aliasing, **jit_kwargs)
+        return functools.partial(jit, static_argnums=static_argnums,
+                                 static_argnames=static_argnames, donate=donate, aliasing=aliasing,
+                                 **jit_kwargs)
     return JitFunction(fun, static_argnums=static_argnums, static_argnames=static_argnames,
                        donate=donate, aliasing=aliasing, **jit_kwargs)
 
@@ -310,7 +339,7 @@ def _as_jit(f):
     return f if isinstance(f, JitFunction) else JitFunction(f)
 
 
-def show(f, *args, **kwargs):
+def show(f: Callable, *args: Any, **kwargs: Any) -> str:
     """The generated Python source of ``f`` (pure step and body); with example arguments, also
     which objects a call threads."""
     j = _as_jit(f)
@@ -352,7 +381,7 @@ def _path(p, j, t):
     return name + "".join(f".{r}" if isinstance(r, str) else f"[{r}]" for r in rest)
 
 
-def make_jaxpr(f, **jaxpr_kwargs):
+def make_jaxpr(f: Callable, **jaxpr_kwargs: Any) -> Callable[..., Any]:
     """``make_jaxpr(f)(*args)``: the jaxpr of the pure step, threaded state as inputs/outputs."""
     j = _as_jit(f)
 

@@ -3,7 +3,7 @@
     >>> import gast
     >>> v = gast.parse("v").body[0].value
     >>> node = replace_as_expression("__hx.setitem(target, ..., value, where)", target=v,
-    ...                              value=gast.Constant(1, None), where=gast.Constant("f.py:3", None))
+    ...                              value=constant(1), where=constant("f.py:3"))
     >>> unparse(node)
     "__hx.setitem(v, ..., 1, 'f.py:3')"
 

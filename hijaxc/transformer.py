@@ -67,7 +67,8 @@ class Context:
 
 def mangle(name: str, prefix: str | None) -> str:
     """``__n`` -> ``_Cls__n``, as Python does in a class body (never ``__dunder__`` or ``__hx``)."""
-    if prefix and name.startswith("__") and not name.endswith("__") and not name.startswith(RUNTIME):
+    if prefix and name.startswith("__") and not name.endswith("__") \
+            and not name.startswith(RUNTIME):
         return prefix + name
     return name
 
@@ -85,7 +86,7 @@ def _class_of(qualname):
 
 
 def _environment(fn):
-    closure = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+    closure = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
 
     def env(name):
         if name in closure:

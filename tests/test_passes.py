@@ -12,8 +12,17 @@ import pytest
 
 import hijaxc
 from hijaxc import analyse, parse, templates
-from hijaxc.passes import (callees, declarations, foreign, lambda_def, mutations, private_names,
-                           super_call, threaded_params, transforms)
+from hijaxc.passes import (
+    callees,
+    declarations,
+    foreign,
+    lambda_def,
+    mutations,
+    private_names,
+    super_call,
+    threaded_params,
+    transforms,
+)
 from hijaxc.transformer import Context, Transformer, copy_origin
 
 _ids = itertools.count()
@@ -203,7 +212,7 @@ def test_threaded_params():
     assert run(threaded_params, fn).splitlines()[0] == "def f(x, *, k=1, counter, model):"
 
 
-# -- the machinery the passes share -----------------------------------------------------------------
+# -- the machinery the passes share ----------------------------------------------------------------
 def test_replacements_get_the_replaced_nodes_position():
     class Redirect(Transformer):
         def visit_Name(self, node):

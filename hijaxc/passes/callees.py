@@ -42,7 +42,8 @@ def may_run_user_code(value: object) -> bool:
         return _callees.is_user_code(value.__code__)
     if isinstance(value, types.MethodType):
         return may_run_user_code(value.__func__)
-    call = getattr(type(value), "__call__", None)
+    # the class's own ``__call__`` function (not callable(): its code is what we inspect)
+    call = getattr(type(value), "__call__", None)  # noqa: B004
     return isinstance(call, types.FunctionType) and _callees.is_user_code(call.__code__)
 
 

@@ -2,8 +2,8 @@
 names that may hold state are read through the runtime, which gives the trace's copy of state the
 step threads and makes the step thread state it does not yet::
 
-    def reads_global_state(x):               def reads_global_state(x):
-        return x * counter[...]         ->       return x * __hx.foreign(counter, globals(), 'counter')[...]
+    def scaled(x):                 def scaled(x):
+        return x * counter[...]    ->    return x * __hx.foreign(counter, globals(), 'counter')[...]
 
 A closure variable is read through the callee's own cells: ``__hx.foreign_cell(stats, __hx_cells,
 'stats')``.  A compiled function (not a callee) has no foreign names: it is returned unchanged.

@@ -12,7 +12,7 @@ import gast
 
 from .. import templates
 from ..runtime import transforms as _transforms
-from ..transformer import Context, Transformer
+from ..transformer import Transformer
 
 
 def counterpart(value: object) -> str | None:
