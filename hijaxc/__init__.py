@@ -21,16 +21,32 @@ except ImportError:  # a source checkout on sys.path without installation: map i
     _sys.modules[_spec.name] = runtime
     _spec.loader.exec_module(runtime)
 
-from .runtime import (AliasingError, BatchStat, HijaxcError, ImmutableVariableError,
-                     InvalidValueError, Param, Ref, SourceUnavailableError, TracerLeakError,
-                     UnsupportedSyntaxError, Variable, find_duplicates, to_hijax, to_lojax,
-                     use_hijax, var_defaults, vars_as, with_vars)
-
 from .api import JitFunction, cached_partial, jit, make_jaxpr, show
+from .runtime import (
+    AliasingError,
+    BatchStat,
+    HijaxcError,
+    ImmutableVariableError,
+    InvalidValueError,
+    Param,
+    Ref,
+    SourceUnavailableError,
+    TracerLeakError,
+    UnsupportedSyntaxError,
+    Variable,
+    find_duplicates,
+    to_hijax,
+    to_lojax,
+    use_hijax,
+    var_defaults,
+    vars_as,
+    with_vars,
+)
 from .runtime.explain import CacheInfo, RetraceWarning
 
 __all__ = [
-    "jit", "cached_partial", "show", "make_jaxpr", "JitFunction", "Variable", "Param", "BatchStat", "Ref",
+    "jit", "cached_partial", "show", "make_jaxpr", "JitFunction",
+    "Variable", "Param", "BatchStat", "Ref",
     "var_defaults", "use_hijax", "vars_as", "with_vars", "to_hijax", "to_lojax",
     "find_duplicates", "HijaxcError", "ImmutableVariableError", "AliasingError",
     "UnsupportedSyntaxError", "SourceUnavailableError", "TracerLeakError", "InvalidValueError",

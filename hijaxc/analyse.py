@@ -54,11 +54,27 @@ def analyse(parsed, fn, callee=False):
     ``runtime/callees.py``): nothing is threaded into it as a parameter (it runs inside the trace);
     its candidates become ``foreign`` reads instead."""
     node = parsed.node
+    declared, assigns = _walk_body(parsed, fn)
+    body = [node] if not isinstance(node, gast.Lambda) else [gast.Expr(value=node)]
+    chains = _Chains()
+    chains.visit(gast.Module(body=body, type_ignores=[]))
+    free = list(chains.free)
+    closure = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
+    threaded = _candidates(free, closure, fn.__globals__)
+    if callee:
+        return Analysis(free, [], set(closure) & set(free), set(), foreign=threaded)
+    rebinds = _rebinds(declared, assigns, closure, parsed, fn)
+    threaded = [n for n in threaded if n not in rebinds]
+    return Analysis(free, threaded, set(closure) & set(free), rebinds)
+
+
+def _walk_body(parsed, fn):
+    """One walk: the ``global``/``nonlocal`` declarations (name -> node) and the assignments;
+    ``yield`` and async constructs are rejected."""
     filename, off = parsed.filename, parsed.line_offset
-    # one walk collects what every check below needs
     declared = {}
     assigns = []
-    for n in _own_nodes(node):
+    for n in _own_nodes(parsed.node):
         if isinstance(n, (gast.Global, gast.Nonlocal)):
             for name in n.names:
                 declared[name] = n
@@ -71,13 +87,11 @@ def analyse(parsed, fn, callee=False):
         if isinstance(n, (gast.Await, gast.AsyncFor, gast.AsyncWith)):
             raise UnsupportedSyntaxError(f"`await`/async construct in {fn.__qualname__}", filename,
                                          n.lineno + off)
-    module = gast.Module(body=[node] if not isinstance(node, gast.Lambda) else [gast.Expr(value=node)],
-                         type_ignores=[])
-    chains = _Chains()
-    chains.visit(module)
-    free = list(chains.free)
-    closure = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
-    g = fn.__globals__
+    return declared, assigns
+
+
+def _candidates(free, closure, g):
+    """The free names that may hold state (their value now is not a module, function, constant)."""
     threaded = []
     for name in free:
         if name in closure:
@@ -94,25 +108,30 @@ def analyse(parsed, fn, callee=False):
         if value is not None and isinstance(value, _NEVER_STATE):
             continue
         threaded.append(name)
-    if callee:
-        return Analysis(free, [], set(closure) & set(free), set(), foreign=threaded)
-    # ``global x`` / ``nonlocal x`` followed by an assignment rebinds x: unsupported if x is threaded
+    return threaded
+
+
+def _rebinds(declared, assigns, closure, parsed, fn):
+    """``global x`` / ``nonlocal x`` followed by an assignment rebinds x: unsupported if x holds
+    state (it is threaded)."""
+
     rebinds = set()
     for n in assigns if declared else ():
         targets = n.targets if isinstance(n, gast.Assign) else [n.target]
         for t in targets:
-            if isinstance(t, gast.Name) and t.id in declared:
-                rebinds.add(t.id)
-                value = closure[t.id].cell_contents if t.id in closure else g.get(t.id)
-
-                if value is not None and (_reach.is_stateful(value) or isinstance(value, (list, dict))):
-                    kind = "global" if isinstance(declared[t.id], gast.Global) else "nonlocal"
-                    raise UnsupportedSyntaxError(
-                        f"`{kind} {t.id}` rebinds {t.id!r}, which holds {type(value).__name__} state "
-                        f"that hijaxc threads through {fn.__qualname__}; mutate it in place "
-                        f"({t.id}[...] = ...) or return the new value instead", filename, t.lineno + off)
-    threaded = [n for n in threaded if n not in rebinds]
-    return Analysis(free, threaded, set(closure) & set(free), rebinds)
+            if not (isinstance(t, gast.Name) and t.id in declared):
+                continue
+            rebinds.add(t.id)
+            value = closure[t.id].cell_contents if t.id in closure else fn.__globals__.get(t.id)
+            if value is not None and (_reach.is_stateful(value)
+                                      or isinstance(value, (list, dict))):
+                kind = "global" if isinstance(declared[t.id], gast.Global) else "nonlocal"
+                raise UnsupportedSyntaxError(
+                    f"`{kind} {t.id}` rebinds {t.id!r}, which holds {type(value).__name__} "
+                    f"state that hijaxc threads through {fn.__qualname__}; mutate it in place "
+                    f"({t.id}[...] = ...) or return the new value instead", parsed.filename,
+                    t.lineno + parsed.line_offset)
+    return rebinds
 
 
 def _own_nodes(root):

@@ -4,27 +4,55 @@ The conversion itself is a flat list of stages, one module each::
 
     parsed   = parse.parse(fn)                          # source -> gast
     analysis = analyse.analyse(parsed, fn)              # free names, threaded candidates, errors
-    node     = rewrite.rewrite(parsed, analysis, fn)    # threaded kw-only params, setitem, transforms
+    node     = rewrite(parsed, analysis, fn)            # the passes of hijaxc/passes/, in order
     source   = load.render(node, ...)                   # ast.unparse + origin comments
     codes    = load.compile_module(source, ...)         # linecache + compile
     body, pure_step = load.bind(codes, fn, runtime)     # over the user's own cells and globals
 """
+from __future__ import annotations
+
 import functools
 import inspect
 import types
 import warnings
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, Sequence, overload
 
-import jax
+import gast
 
+from . import analyse, cache, load, parse
 from . import runtime as _rt
-from .runtime import step as _step
+from .passes import (
+    callees,
+    declarations,
+    foreign,
+    lambda_def,
+    mutations,
+    private_names,
+    super_call,
+    threaded_params,
+    transforms,
+)
 from .runtime import explain as _explain
+from .runtime import step as _step
 from .runtime.errors import SourceUnavailableError, UnsupportedSyntaxError
-
-from . import analyse, cache, load, parse, rewrite
+from .transformer import Context
 
 _NNX_GRAPH_CONTEXT = _rt._adapter.NNX_GRAPH_CONTEXT
+
+def rewrite(parsed: parse.Parsed, analysis: analyse.Analysis, fn: types.FunctionType):
+    """The user's function -> the body hijaxc traces: each pass's docstring shows what it does."""
+    ctx = Context.make(parsed, analysis, fn)
+    node = lambda_def.transform(parsed.node, ctx)
+    node = callees.transform(node, ctx)  # first: decides on the user's own expressions
+    node = super_call.transform(node, ctx)
+    node = private_names.transform(node, ctx)
+    node = transforms.transform(node, ctx)
+    node = foreign.transform(node, ctx)  # after transforms: wraps the roots left standing
+    node = mutations.transform(node, ctx)
+    node = declarations.transform(node, ctx)
+    node = threaded_params.transform(node, ctx)
+    return gast.fix_missing_locations(node)
+
 
 class Transformed:
     """The result of compiling one function (cached per code object and closure layout)."""
@@ -45,10 +73,10 @@ def transform(fn):
                 "rewriting the function (globals it reads are not threaded).", UserWarning,
                 path, int(line) if line.isdigit() else 0)
             t.fallback, t.source, t.codes, t.analysis = True, None, None, None
-            t.threaded = tuple(n for n, c in zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+            t.threaded = fn.__code__.co_freevars[:len(fn.__closure__ or ())]
             return t
         analysis = analyse.analyse(parsed, fn)
-        node = rewrite.rewrite(parsed, analysis, fn)
+        node = rewrite(parsed, analysis, fn)
         source, gen_map, _ = load.render(node, parsed, fn, analysis)
         t.codes = load.compile_module(source, gen_map, fn.__qualname__)
         t.source, t.filename, t.analysis = source, t.codes[2], analysis
@@ -71,14 +99,15 @@ def convert_callee(fn):
         except (SourceUnavailableError, UnsupportedSyntaxError):
             return None
         try:
-            node = rewrite.rewrite(parsed, analysis, fn)
+            node = rewrite(parsed, analysis, fn)
             source, gen_map, _ = load.render(node, parsed, fn, analysis, pure=False)
             return load.compile_module(source, gen_map, fn.__qualname__), source
         except Exception as e:  # a compiler bug must not break a call that works unconverted
             warnings.warn(f"hijaxc: could not convert {fn.__qualname__} "
                           f"({fn.__code__.co_filename}:{fn.__code__.co_firstlineno}), called from "
                           f"compiled code: {type(e).__name__}: {e}; calling it unconverted "
-                          "(JAX transforms inside it do not thread state)", RuntimeWarning)
+                          "(JAX transforms inside it do not thread state)", RuntimeWarning,
+                          stacklevel=1)
             return None
 
     made = cache.get_or_make(fn, make, "callee")
@@ -87,7 +116,7 @@ def convert_callee(fn):
     return load.bind(made[0], fn, _rt)[0]
 
 
-def converted_source(fn):
+def converted_source(fn: Callable) -> str | None:
     """The generated source of a function as converted when called from compiled code (None when
     it is not converted); for debugging: ``hijaxc.show`` prints only the compiled function."""
     if isinstance(fn, types.MethodType):
@@ -107,7 +136,7 @@ def _fallback_pure(fn, names):
     def pure(trace, *leaves):
         with trace.begin(leaves) as (args, kwargs, free):
             cells = list(fn.__closure__ or ())
-            for n, v in zip(names, free):
+            for n, v in zip(names, free, strict=False):
                 cells[index[n]] = types.CellType(v)
             g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
                                    tuple(cells) or None)
@@ -146,7 +175,8 @@ def resolve_target(fun: Callable) -> Target:
     wrapped = getattr(fun, "__wrapped__", None)
     if wrapped is not None and hasattr(fun, "lower"):  # a jax.jit-wrapped function
         return resolve_target(wrapped)
-    call = getattr(type(fun), "__call__", None)
+    # the class's own ``__call__`` function (not callable(): its code is what we inspect)
+    call = getattr(type(fun), "__call__", None)  # noqa: B004
     if isinstance(call, types.FunctionType):
         return Target(call, (fun,), {})
     raise TypeError(f"hijaxc.jit needs a Python callable (function, method, functools.partial, "
@@ -180,8 +210,10 @@ class JitFunction:
     """What ``hijaxc.jit`` returns: call it like the function; ``.lower``, ``.trace``,
     ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
 
-    def __init__(self, fun, *, static_argnums=(), static_argnames=(), donate="auto",
-                 aliasing="share", explain=False, warn_after_traces=None, **jit_kwargs):
+    def __init__(self, fun: Callable, *, static_argnums: int | Sequence[int] = (),
+                 static_argnames: str | Sequence[str] = (), donate: str = "auto",
+                 aliasing: Literal["share", "error"] = "share", explain: bool = False,
+                 warn_after_traces: int | None = None, **jit_kwargs: Any) -> None:
         if aliasing not in ("share", "error"):
             raise ValueError(f"aliasing must be 'share' or 'error', got {aliasing!r}")
         target = resolve_target(fun)
@@ -213,15 +245,16 @@ class JitFunction:
             pure = _fallback_pure(fn, names)
         else:
             _, pure = load.bind(t.codes, fn, _rt)
-        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
         o = self._options
         argnums, argnames = static_positions(fn, len(self._bound), o["static_argnums"],
                                              o["static_argnames"])
         return _step.Step(
             pure, fn.__name__, free_names=names, free_cells=[cells.get(n) for n in names],
             free_globals=fn.__globals__,
-            static_argnums=argnums, static_argnames=argnames, donate=o["donate"], aliasing=o["aliasing"],
-            where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}", jit_kwargs=o["jit_kwargs"],
+            static_argnums=argnums, static_argnames=argnames, donate=o["donate"],
+            aliasing=o["aliasing"], where=f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}",
+            jit_kwargs=o["jit_kwargs"],
             observe=_explain.Options(o.get("explain", False), o.get("warn_after_traces"),
                                      fn.__code__.co_varnames[:fn.__code__.co_argcount]))
 
@@ -232,7 +265,7 @@ class JitFunction:
             kwargs = {**self._bound_kw, **kwargs}
         return args, kwargs
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _NNX_GRAPH_CONTEXT is not None and _NNX_GRAPH_CONTEXT.tmp_static_cache is not None:
             # called through nnx.cached_partial: its cached objects are clones sharing the
             # caller's Variables; hijaxc keeps its own cache, flax's must be consumed
@@ -241,7 +274,7 @@ class JitFunction:
             args, kwargs = self._args(args, kwargs)
         return self.step(*args, **kwargs)
 
-    def __get__(self, obj, objtype=None):
+    def __get__(self, obj: Any, objtype: type | None = None) -> JitFunction:
         if obj is None:
             return self
         bound = JitFunction.__new__(JitFunction)
@@ -250,16 +283,16 @@ class JitFunction:
         bound._step = self.step  # share caches between instances
         return bound
 
-    def lower(self, *args, **kwargs):
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
         return self.step.lower(*self._args(args, kwargs)[0], **self._args(args, kwargs)[1])
 
-    def trace(self, *args, **kwargs):
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
         if not _rt._adapter.HAS_JIT_TRACE:
             raise AttributeError("this JAX has no jit(...).trace; use .lower")
         a, k = self._args(args, kwargs)
         return self.step.trace(*a, **k)
 
-    def eval_shape(self, *args, **kwargs):
+    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
         a, k = self._args(args, kwargs)
         return self.step.eval_shape(*a, **k)
 
@@ -273,11 +306,11 @@ class JitFunction:
         """Forget every traced entry (the next call traces again) and reset the counts."""
         _explain.cache_clear(self.step)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<hijaxc.jit {self._fn.__qualname__}>"
 
 
-def cached_partial(f: Callable, *cached_args) -> "JitFunction":
+def cached_partial(f: Callable, *cached_args: Any) -> JitFunction:
     """``nnx.cached_partial`` for hijaxc: ``f`` (a function or a ``hijaxc.jit`` one, whose options
     are kept) with ``cached_args`` bound in front.  hijaxc's steady state already skips the graph
     walk while the same objects come back, so unlike flax's this needs no clones: the bound objects
@@ -287,8 +320,26 @@ def cached_partial(f: Callable, *cached_args) -> "JitFunction":
     return JitFunction(functools.partial(f, *cached_args))
 
 
-def jit(fun=None, *, static_argnums=(), static_argnames=(), donate="auto", aliasing="share",
-        explain: bool = False, warn_after_traces: int | None = None, **jit_kwargs):
+@overload
+def jit(fun: Callable, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), donate: str = "auto",
+        aliasing: Literal["share", "error"] = "share", explain: bool = False,
+        warn_after_traces: int | None = None, **jit_kwargs: Any) -> JitFunction: ...
+
+
+@overload
+def jit(fun: None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), donate: str = "auto",
+        aliasing: Literal["share", "error"] = "share", explain: bool = False,
+        warn_after_traces: int | None = None,
+        **jit_kwargs: Any) -> Callable[[Callable], JitFunction]: ...
+
+
+def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), donate: str = "auto",
+        aliasing: Literal["share", "error"] = "share", explain: bool = False,
+        warn_after_traces: int | None = None,
+        **jit_kwargs: Any) -> JitFunction | Callable[[Callable], JitFunction]:
     """Compile ``fun`` so the Variables it reaches keep hijax semantics under ``jax.jit``.
 
     Usable bare (``@hijaxc.jit``) and with options (``@hijaxc.jit(static_argnums=1)``).  Extra
@@ -298,9 +349,9 @@ def jit(fun=None, *, static_argnums=(), static_argnames=(), donate="auto", alias
     off): warn once when the function has traced more than that many times.
     """
     if fun is None:
-        return functools.partial(jit, static_argnums=static_argnums, static_argnames=static_argnames,
-                                 donate=donate, aliasing=aliasing, explain=explain,
-                                 warn_after_traces=warn_after_traces, **jit_kwargs)
+        return functools.partial(jit, static_argnums=static_argnums,
+                                 static_argnames=static_argnames, donate=donate, aliasing=aliasing,
+                                 explain=explain, warn_after_traces=warn_after_traces, **jit_kwargs)
     return JitFunction(fun, static_argnums=static_argnums, static_argnames=static_argnames,
                        donate=donate, aliasing=aliasing, explain=explain,
                        warn_after_traces=warn_after_traces, **jit_kwargs)
@@ -310,7 +361,7 @@ def _as_jit(f):
     return f if isinstance(f, JitFunction) else JitFunction(f)
 
 
-def show(f, *args, diff: bool = False, **kwargs) -> str:
+def show(f: Callable, *args: Any, diff: bool = False, **kwargs: Any) -> str:
     """The generated Python source of ``f`` (pure step and body); with example arguments, also
     which objects a call threads.  ``diff=True``: a unified diff from the user's source (``-``)
     to the generated body (``+``) instead."""
@@ -357,7 +408,7 @@ def _path(p, j, t):
     return name + "".join(f".{r}" if isinstance(r, str) else f"[{r}]" for r in rest)
 
 
-def make_jaxpr(f, **jaxpr_kwargs):
+def make_jaxpr(f: Callable, **jaxpr_kwargs: Any) -> Callable[..., Any]:
     """``make_jaxpr(f)(*args)``: the jaxpr of the pure step, threaded state as inputs/outputs."""
     j = _as_jit(f)
 

@@ -39,15 +39,16 @@ def parse(fn):
         lines, start = inspect.getsourcelines(fn)
     except (OSError, TypeError) as e:
         raise SourceUnavailableError(
-            f"source of {fn.__qualname__} ({filename}:{code.co_firstlineno}) is unavailable: {e}") from None
+            f"source of {fn.__qualname__} ({filename}:{code.co_firstlineno}) is unavailable: {e}"
+        ) from None
     PARSE_COUNT[0] += 1
     source = textwrap.dedent("".join(lines))
     start = max(start, 1)
     if fn.__name__ == "<lambda>":
         return _parse_lambda(fn, source, filename, start)
     if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR):
-        raise UnsupportedSyntaxError(f"{fn.__qualname__} is a generator (`yield`); hijaxc.jit needs "
-                                     "a function that returns", filename,
+        raise UnsupportedSyntaxError(f"{fn.__qualname__} is a generator (`yield`); hijaxc.jit "
+                                     "needs a function that returns", filename,
                                      _first_yield_line(source, start) or code.co_firstlineno)
     if code.co_flags & inspect.CO_COROUTINE:
         raise UnsupportedSyntaxError(f"{fn.__qualname__} is an async function; hijaxc.jit cannot "
@@ -55,7 +56,8 @@ def parse(fn):
     try:
         module = gast.parse(source)
     except SyntaxError as e:
-        raise SourceUnavailableError(f"source of {fn.__qualname__} does not parse on its own: {e}") from None
+        raise SourceUnavailableError(
+            f"source of {fn.__qualname__} does not parse on its own: {e}") from None
     node = module.body[0]
     if isinstance(node, gast.AsyncFunctionDef):
         raise UnsupportedSyntaxError(f"{fn.__qualname__} is an async function", filename, start)

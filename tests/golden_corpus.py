@@ -104,3 +104,85 @@ def nested_control_flow(v, n):
 NAMES = ["train_step_closure", "inc", "inc_and_double", "linear", "train_step",
          "scan_over_layers", "create_model", "f", "g", "h", "increment", "h_refs",
          "global_counter_and_slices", "nested_control_flow"]
+
+
+# -- converted callees (``hijaxc.api.converted_source``: called from compiled code) -----------------
+class Counter(nnx.Module):
+    def __init__(self):
+        self.w = hijaxc.Variable(jnp.zeros(3))
+        self.__scale = 2.0
+
+    def bump(self, x):
+        def body(i, c):
+            self.w[...] += x * self.__scale
+            return c + 1.0
+
+        return jax.lax.fori_loop(0, 3, body, 0.0)
+
+
+class Child(Counter):
+    def bump(self, x):
+        super().bump(x)
+        return self.__helper(x)
+
+    def __helper(self, x):
+        return jax.lax.cond(x[0] > 0, lambda: self.w[...], lambda: -self.w[...])
+
+
+def loss_with_stats(model, x):
+    def loss(head):
+        y = model.body(x)
+        return jnp.sum((y * head) ** 2)
+
+    return jax.value_and_grad(loss)(model.head[...])
+
+
+def reads_global_state(x):
+    counter[...] += 1
+    return x * counter[...]
+
+
+CALLEES = {"callee_counter_bump": Counter.bump, "callee_child_bump": Child.bump,
+           "callee_child_helper": Child._Child__helper, "callee_loss_with_stats": loss_with_stats,
+           "callee_reads_global_state": reads_global_state}
+
+
+# -- no source: ``hijaxc.show`` of a function defined with ``exec`` (threaded through closure cells
+# without rewriting) ---------------------------------------------------------------------------------
+def _exec_defined():
+    namespace = {}
+    exec("def make(v):\n"
+         "    def step(x):\n"
+         "        v[...] += x\n"
+         "        return v[...]\n"
+         "    return step\n", namespace)
+    return namespace["make"](hijaxc.Variable(jnp.zeros(())))
+
+
+FALLBACKS = {"fallback_exec_defined": _exec_defined()}
+
+
+# -- more rewrites: a lambda, a closure callee (``foreign_cell``), global/nonlocal declarations ------
+scaled_by_counter = lambda x: counter[...] * jax.numpy.sin(x)  # noqa: E731
+
+
+def _make_closure_callee():
+    stats = hijaxc.Variable(jnp.zeros(()))
+    total = 0
+
+    def accumulate(x):
+        nonlocal total
+        stats[...] += jnp.sum(x)
+        return x + total
+
+    return accumulate
+
+
+def declarations(v):
+    global counter, jnp  # jnp is not threaded: its declaration stays
+    counter[...] = v[0]
+    return jnp.sum(v)
+
+
+NAMES += ["scaled_by_counter", "declarations"]
+CALLEES["callee_closure_accumulate"] = _make_closure_callee()

@@ -1,4 +1,5 @@
-"""Calls from compiled code into the user's other functions (runtime/callees.py, rewrite step 4).
+"""Calls from compiled code into the user's other functions (runtime/callees.py,
+hijaxc/passes/callees.py).
 
 A Module method or a helper that runs a JAX transform over state it reaches must thread that state
 as if the transform were written in the decorated function itself (S7); the eager run (lax control
