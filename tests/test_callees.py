@@ -448,7 +448,7 @@ class CountingLayer(Counter):
 
 def test_layers_called_by_nnx_sequential_are_converted():
     """``nnx.Sequential.__call__`` is library code that only calls the user's layers: it is
-    converted like user code (runtime/_adapter.py: LIBRARY_COMBINATORS), so a layer it calls can
+    converted like user code (runtime/callees.py: LIBRARY_COMBINATORS), so a layer it calls can
     run a JAX transform over its own state."""
     def f(seq, x):
         return seq(x).sum()
