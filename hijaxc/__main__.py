@@ -24,7 +24,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("show", help="print the generated code of a function")
     s.add_argument("target", help="path/to/file.py:qualname")
-    s.add_argument("--diff", action="store_true", help="a unified diff from your source to the generated body")
+    s.add_argument("--diff", action="store_true",
+                   help="a unified diff from your source to the generated body")
     a = p.parse_args(argv)
     path, _, qualname = a.target.rpartition(":")
     if not path or not qualname:

@@ -13,6 +13,7 @@ import collections
 import itertools
 import operator
 import sys
+from itertools import islice
 
 from . import _adapter, donation
 from .spec import DictSpec, FlaxHijaxSpec, Leaf, ListSpec, Obj, RefSpec, Static, VarSpec, build
@@ -30,7 +31,7 @@ class Fast:
                  "n_leaves", "entry", "plan", "updates", "objects", "statics", "free",
                  "dicts", "lists", "container_sig", "donatable", "ref_updates_", "var_objs",
                  "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix",
-                 "static_vars")
+                 "static_vars", "full_jitted")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
@@ -104,6 +105,7 @@ class Fast:
         self.update_objs = [o for o, _ in self.updates]
         self.updates_in_order = [i for _, i in self.updates] == list(range(len(self.updates)))
         self.full_mask = tuple(self.donatable)
+        self.full_jitted = None
         self.donate_prefix = self.donatable == list(range(len(self.donatable)))
 
     def same_roots(self, step, args, kwargs, vals):
@@ -144,14 +146,16 @@ class Fast:
         return leaves
 
     def donation_mask(self, step, leaves):
+        """The written-back leaves held only by their Variable's slot (+ ``leaves`` + the
+        argument of ``getrefcount``): an array the user still holds is never donated (S9)."""
         donatable = self.donatable
         if not donatable or not (step.donate == "auto" or step.donate is True):
             return ()
-        # a leaf held only by its Variable's slot (+ ``leaves`` + ``picked`` + the argument)
-        picked = leaves[:len(donatable)] if self.donate_prefix else [leaves[i] for i in donatable]
-        if max(map(_getrefcount, picked)) <= 4:
+        picked = (islice(leaves, len(donatable)) if self.donate_prefix
+                  else map(leaves.__getitem__, donatable))
+        if max(map(_getrefcount, picked)) <= 3:
             return self.full_mask
-        return tuple(i for i, c in zip(donatable, map(_getrefcount, picked)) if c <= 4)
+        return tuple(i for i in donatable if _getrefcount(leaves[i]) <= 3)
 
     def call(self, step, args, kwargs):
         if len(args) != self.n_args or (kwargs and tuple(kwargs) != self.kw_keys):
@@ -163,10 +167,15 @@ class Fast:
         if leaves is None:
             return MISS
         mask = self.donation_mask(step, leaves)
-        entry = self.entry
-        jitted = entry.jitted.get(mask)
-        if jitted is None:
-            jitted = entry.jitted[mask] = donation.jitted_for(entry, mask, step.jit_kwargs)
+        if mask is self.full_mask and self.full_jitted is not None:
+            jitted = self.full_jitted  # (no hash of a mask as long as the state)
+        else:
+            entry = self.entry
+            jitted = entry.jitted.get(mask)
+            if jitted is None:
+                jitted = entry.jitted[mask] = donation.jitted_for(entry, mask, step.jit_kwargs)
+            if mask is self.full_mask:
+                self.full_jitted = jitted
         try:
             new_leaves, box = jitted(*leaves)
         except Exception as e:
