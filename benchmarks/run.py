@@ -12,8 +12,8 @@ P4: peak RSS of a >= 1 GB (params + Adam state) training step vs the hand-writte
     each in its own subprocess.
 P5: jaxpr equation count of the generated step vs the hand-written step.
 """
+
 import argparse
-import gc
 import inspect
 import os
 import statistics
@@ -29,11 +29,12 @@ from flax import nnx
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_ROOT, os.path.join(_ROOT, "examples")]
-import hijaxc  # noqa: E402
 from _compat import make_optimizer, optimizer_update  # noqa: E402  (examples/_compat.py)
 
+import hijaxc  # noqa: E402
+
 # flax 0.11+: BatchNorm updates after nnx.merge inside grad inside jit need copy=True (native)
-MERGE_KW = {'copy': True} if "copy" in inspect.signature(nnx.merge).parameters else {}
+MERGE_KW = {"copy": True} if "copy" in inspect.signature(nnx.merge).parameters else {}
 
 
 class Linear(nnx.Module):
@@ -58,8 +59,11 @@ class Block(nnx.Module):
 
 class Deep(nnx.Module):
     def __init__(self, n, d, rngs):
-        self.blocks = nnx.List([Block(d, d, d, rngs) for _ in range(n)]) if hasattr(nnx, "List") \
+        self.blocks = (
+            nnx.List([Block(d, d, d, rngs) for _ in range(n)])
+            if hasattr(nnx, "List")
             else [Block(d, d, d, rngs) for _ in range(n)]
+        )
 
     def __call__(self, x):
         for b in self.blocks:
@@ -164,7 +168,7 @@ def bench_p2():
 
 
 def seed_functions():
-    src = '''
+    src = """
 import jax, jax.numpy as jnp
 from flax import nnx
 def inc(v):
@@ -197,7 +201,7 @@ def g(has_shared):
 def h(graphdef, state):
     obj = nnx.merge(graphdef, state)
     obj.a[...] += 10
-'''
+"""
     import importlib.util
     import tempfile
 
@@ -208,7 +212,16 @@ def h(graphdef, state):
     spec = importlib.util.spec_from_file_location("seed_functions", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod, ["inc", "inc_and_double", "linear", "train_step", "scan_layers", "create_model", "g", "h"]
+    return mod, [
+        "inc",
+        "inc_and_double",
+        "linear",
+        "train_step",
+        "scan_layers",
+        "create_model",
+        "g",
+        "h",
+    ]
 
 
 def p2_transform_ms():
@@ -260,12 +273,16 @@ def p5_eqns(kind):
     hx = hijaxc.make_jaxpr(hijaxc_step)(model, opt, x, y)
 
     def count(j):
-        return len(j.jaxpr.eqns[0].params["jaxpr"].jaxpr.eqns) if len(j.jaxpr.eqns) == 1 and "jaxpr" in j.jaxpr.eqns[0].params else len(j.jaxpr.eqns)
+        return (
+            len(j.jaxpr.eqns[0].params["jaxpr"].jaxpr.eqns)
+            if len(j.jaxpr.eqns) == 1 and "jaxpr" in j.jaxpr.eqns[0].params
+            else len(j.jaxpr.eqns)
+        )
 
     return count(flat), count(hx)
 
 
-P4_CHILD = r'''
+P4_CHILD = r"""
 import resource, sys, functools
 import jax, jax.numpy as jnp, optax
 sys.path.insert(0, {root!r})
@@ -309,7 +326,7 @@ else:
         step(x)
     jax.block_until_ready(params[0][...])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-'''
+"""
 
 
 def p4_peak_rss():
@@ -341,8 +358,10 @@ def main():
     ap.add_argument("--skip-p4", action="store_true")
     a = ap.parse_args()
     reps, inner = (5, 10) if a.quick else (15, 20)
-    print(f"jax {jax.__version__}, flax {nnx.__name__ and __import__('flax').__version__}, "
-          f"{os.cpu_count()} cores; medians of {reps} interleaved rounds x {inner} calls\n")
+    print(
+        f"jax {jax.__version__}, flax {nnx.__name__ and __import__('flax').__version__}, "
+        f"{os.cpu_count()} cores; medians of {reps} interleaved rounds x {inner} calls\n"
+    )
     print("P1  steady-state time per training step")
     print(f"{'model':8} {'leaves':>6} {'contender':20} {'ms/step':>9} {'vs flat':>8}")
     for kind in ("small", "deep"):
@@ -356,7 +375,9 @@ def main():
     print("\nP3  first call (trace + compile)")
     for kind in ("small", "deep"):
         t_flat, t_hx = p3_first_call(kind)
-        print(f"    {kind:6} flat jax.jit {t_flat:7.3f} s   hijaxc.jit {t_hx:7.3f} s   ratio {t_hx / t_flat:5.2f}x")
+        print(
+            f"    {kind:6} flat jax.jit {t_flat:7.3f} s   hijaxc.jit {t_hx:7.3f} s   ratio {t_hx / t_flat:5.2f}x"
+        )
     print("\nP5  jaxpr equations of the step")
     for kind in ("small", "deep"):
         a_, b_ = p5_eqns(kind)
@@ -364,7 +385,9 @@ def main():
     if not a.skip_p4:
         print("\nP4  peak RSS of a ~0.8 GB params + Adam step (subprocess each)")
         r = p4_peak_rss()
-        print(f"    flat donated {r['flat']:8.0f} MB   hijaxc {r['hijaxc']:8.0f} MB   ratio {r['hijaxc'] / r['flat']:5.2f}x")
+        print(
+            f"    flat donated {r['flat']:8.0f} MB   hijaxc {r['hijaxc']:8.0f} MB   ratio {r['hijaxc'] / r['flat']:5.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ jax's own cache entries behind them (sum of ``_cache_size()``); traces; RSS (MB)
 since the phase started; mean microseconds per call over the interval.  A leak shows as RSS that
 keeps climbing interval after interval; bounded caches show as flat columns.
 """
+
 import argparse
 import gc
 import os
@@ -42,17 +43,24 @@ def rss_mb():
 def report(name, step, calls, t0, n_interval, rss0):
     entries = list(step.cache.values())
     masks = max((len(e.jitted) for e in entries), default=0)
-    jax_sizes = sum(j._cache_size() for e in entries for j in e.jitted.values()
-                    if hasattr(j, "_cache_size"))
+    jax_sizes = sum(
+        j._cache_size() for e in entries for j in e.jitted.values() if hasattr(j, "_cache_size")
+    )
     rss = rss_mb()
     us = (time.perf_counter() - t0) / max(n_interval, 1) * 1e6
-    print(f"{name:10s} {calls:8d} {len(step.cache):6d} {masks:6d} {jax_sizes:8d} "
-          f"{step.stats['traces']:7d} {rss:9.1f} {rss - rss0:+9.1f} {us:9.1f}", flush=True)
+    print(
+        f"{name:10s} {calls:8d} {len(step.cache):6d} {masks:6d} {jax_sizes:8d} "
+        f"{step.stats['traces']:7d} {rss:9.1f} {rss - rss0:+9.1f} {us:9.1f}",
+        flush=True,
+    )
 
 
 def header():
-    print(f"{'phase':10s} {'calls':>8s} {'cache':>6s} {'masks':>6s} {'jaxsigs':>8s} {'traces':>7s} "
-          f"{'RSS MB':>9s} {'growth':>9s} {'us/call':>9s}", flush=True)
+    print(
+        f"{'phase':10s} {'calls':>8s} {'cache':>6s} {'masks':>6s} {'jaxsigs':>8s} {'traces':>7s} "
+        f"{'RSS MB':>9s} {'growth':>9s} {'us/call':>9s}",
+        flush=True,
+    )
 
 
 def phase_models(calls, every):
@@ -117,7 +125,9 @@ def phase_structures(calls, every, n_structures=80):
             v[...] += x
         return len(vs)
 
-    lists = [[hijaxc.Variable(jnp.zeros(1024)) for _ in range(n)] for n in range(1, n_structures + 1)]
+    lists = [
+        [hijaxc.Variable(jnp.zeros(1024)) for _ in range(n)] for n in range(1, n_structures + 1)
+    ]
     x = jnp.ones(1024)
     for i in range(n_structures):
         f(lists[i], x)
@@ -137,8 +147,11 @@ def main():
     p.add_argument("--structure-calls", type=int, default=2_000)
     p.add_argument("--phases", default="models,reshape,structures")
     a = p.parse_args()
-    print(f"jax {jax.__version__}, hijaxc {hijaxc.__version__}, pid {os.getpid()}, "
-          f"start RSS {rss_mb():.1f} MB", flush=True)
+    print(
+        f"jax {jax.__version__}, hijaxc {hijaxc.__version__}, pid {os.getpid()}, "
+        f"start RSS {rss_mb():.1f} MB",
+        flush=True,
+    )
     header()
     t = time.perf_counter()
     for name in a.phases.split(","):

@@ -14,6 +14,7 @@ Everything is feature detection (``hasattr`` / ``inspect``), never a version-str
 - ``MODULES_ARE_PYTREES``: whether a plain ``jax.vmap`` can return a Module (flax 0.11+).
 - ``read``: ``v[...]``, or ``.value`` for flax 0.10's ``VariableState``.
 """
+
 import inspect
 
 import jax
@@ -37,6 +38,7 @@ def optimizer_update(optimizer, model, grads):
         grads = nnx.state(grads, optimizer.wrt)
     params = nnx.state(optimizer.model, optimizer.wrt)
     return optimizer.update(jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(grads)))
+
 
 #: the base class of NNX graph-node pytrees (``nnx.Pytree`` from flax 0.11, ``nnx.Object`` before)
 Pytree = getattr(nnx, "Pytree", None) or nnx.Object

@@ -10,6 +10,7 @@ and the same shardings, and training continues for M steps.
 the final state equal an uninterrupted run of N + M steps, and every restored Variable has the
 sharding it was saved with -- nothing is gathered to one device on the way.
 """
+
 import argparse
 import inspect
 import os
@@ -30,20 +31,27 @@ import hijaxc
 
 MESH_SHAPE = {"data": 4, "model": 2}
 BATCH = 32
-TX = optax.adam(1e-2)  # one optimizer definition: a new one per model would make every step a new trace
+TX = optax.adam(
+    1e-2
+)  # one optimizer definition: a new one per model would make every step a new trace
 
 # ---- the one place where the supported JAX / flax versions differ (feature detection) ---------
 if "model" in inspect.signature(nnx.Optimizer.update).parameters:  # flax 0.11+
+
     def apply_gradients(optimizer, model, grads):
         optimizer.update(model, grads)
 else:  # flax 0.10: ``update(grads)`` (the optimizer holds the model)
+
     def apply_gradients(optimizer, model, grads):
         optimizer.update(grads)
 
+
 if hasattr(jax.sharding, "AxisType"):  # say Auto: ``jax.make_mesh`` makes Explicit axes on new JAX
+
     def make_mesh(devices, names):
         return Mesh(devices, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 else:  # no axis types: every axis is Auto
+
     def make_mesh(devices, names):
         return Mesh(devices, names)
 # ------------------------------------------------------------------------------------------------
@@ -78,7 +86,9 @@ def spec_for(shape):
 
 def variables(tree):
     """(path, Variable) of every Variable reachable from ``tree``, each once."""
-    return [(".".join(map(str, p)), v) for p, v in nnx.iter_graph(tree) if isinstance(v, nnx.Variable)]
+    return [
+        (".".join(map(str, p)), v) for p, v in nnx.iter_graph(tree) if isinstance(v, nnx.Variable)
+    ]
 
 
 def shardings(tree):
@@ -125,8 +135,11 @@ def restore(path, mesh):
     leaf restored straight onto its devices with the sharding ``spec_for`` gives it."""
     graphdef, abstract = nnx.split(nnx.eval_shape(new_state))
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(mesh, spec_for(a.shape))),
-        abstract)
+        lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=NamedSharding(mesh, spec_for(a.shape))
+        ),
+        abstract,
+    )
     state = ocp.StandardCheckpointer().restore(path, abstract)
     return nnx.merge(graphdef, state)
 
@@ -161,18 +174,29 @@ def main(n=3, m=3, directory=None, verbose=True):
 
     same_paths = sorted(state) == sorted(ref_state) == sorted(restored_shardings)
     r = {
-        "losses": losses, "ref_losses": ref_losses,
+        "losses": losses,
+        "ref_losses": ref_losses,
         "same_losses": losses == ref_losses,
         "same_state": same_paths and all(np.array_equal(state[p], ref_state[p]) for p in state),
-        "max_state_diff": max(float(np.max(np.abs(state[p].astype(np.float64) - ref_state[p])))
-                              for p in state) if same_paths else float("inf"),
+        "max_state_diff": max(
+            float(np.max(np.abs(state[p].astype(np.float64) - ref_state[p]))) for p in state
+        )
+        if same_paths
+        else float("inf"),
         "restored_shardings": same_paths
         and all(restored_shardings[p] == saved_shardings[p] for p in saved_shardings),
-        "kept_after": all(shardings((model, optimizer))[p] == saved_shardings[p] for p in saved_shardings),
+        "kept_after": all(
+            shardings((model, optimizer))[p] == saved_shardings[p] for p in saved_shardings
+        ),
         "n_variables": len(saved_shardings),
-        "times": {"uninterrupted": t1 - t0, "first_part_and_save": t2 - t1, "restore": t3 - t2,
-                  "resumed": t4 - t3},
-        "path": path}
+        "times": {
+            "uninterrupted": t1 - t0,
+            "first_part_and_save": t2 - t1,
+            "restore": t3 - t2,
+            "resumed": t4 - t3,
+        },
+        "path": path,
+    }
     if verbose:
         print(f"mesh {dict(mesh.shape)}; checkpoint after step {n}: {path}")
         print(f"uninterrupted ({n + m} steps): " + " ".join(f"{v:.6f}" for v in ref_losses))
@@ -182,8 +206,10 @@ def main(n=3, m=3, directory=None, verbose=True):
                 print(f"  restored {p[2:]:20} {s.spec}")
         print(f"same losses: {r['same_losses']}")
         print(f"same final state: {r['same_state']} (max |diff| {r['max_state_diff']:.3g})")
-        print(f"restored Variables have the saved shardings: {r['restored_shardings']} "
-              f"({r['n_variables']} Variables); kept while training on: {r['kept_after']}")
+        print(
+            f"restored Variables have the saved shardings: {r['restored_shardings']} "
+            f"({r['n_variables']} Variables); kept while training on: {r['kept_after']}"
+        )
         print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["times"].items()))
     if temporary:
         shutil.rmtree(directory, ignore_errors=True)
@@ -193,12 +219,19 @@ def main(n=3, m=3, directory=None, verbose=True):
 if __name__ == "__main__":
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         # JAX fixes the device count when it starts its backend (here: already, at import)
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_force_host_platform_device_count=8").strip()
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+        ).strip()
         os.execv(sys.executable, [sys.executable, *sys.argv])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, nargs=2, default=(3, 3), metavar=("N", "M"))
-    ap.add_argument("--dir", default=None, help="checkpoint directory (default: a new temporary one)")
+    ap.add_argument(
+        "--dir", default=None, help="checkpoint directory (default: a new temporary one)"
+    )
     a = ap.parse_args()
     r = main(*a.steps, directory=a.dir)
-    sys.exit(0 if r["same_losses"] and r["same_state"] and r["restored_shardings"] and r["kept_after"] else 1)
+    sys.exit(
+        0
+        if r["same_losses"] and r["same_state"] and r["restored_shardings"] and r["kept_after"]
+        else 1
+    )

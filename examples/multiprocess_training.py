@@ -21,6 +21,7 @@ No hung runs: the workers form one process group that the launcher kills as soon
 fails or the time limit (``--timeout``) passes, and each worker exits by itself if the launcher
 dies.
 """
+
 import argparse
 import inspect
 import json
@@ -49,23 +50,31 @@ BATCH = 32
 
 # ---- the one place where the supported JAX / flax versions differ (feature detection) ---------
 if "model" in inspect.signature(nnx.Optimizer.update).parameters:  # flax 0.11+
+
     def apply_gradients(optimizer, model, grads):
         optimizer.update(model, grads)
 else:  # flax 0.10: ``update(grads)`` (the optimizer holds the model)
+
     def apply_gradients(optimizer, model, grads):
         optimizer.update(grads)
 
+
 if hasattr(jax.sharding, "AxisType"):  # say Auto: ``jax.make_mesh`` makes Explicit axes on new JAX
+
     def make_mesh(devices, names):
         return Mesh(devices, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 else:  # no axis types: every axis is Auto
+
     def make_mesh(devices, names):
         return Mesh(devices, names)
 
+
 if "jax_cpu_collectives_implementation" in jax.config.values:  # cross-process collectives on CPU
+
     def use_gloo():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
 else:
+
     def use_gloo():
         jax.config.update("jax_cpu_enable_gloo_collectives", True)
 # ------------------------------------------------------------------------------------------------
@@ -96,7 +105,9 @@ nnx_step = nnx.jit(train_step)  # the reference; hijaxc.jit(train_step) is made 
 # ---- state on the mesh -------------------------------------------------------------------------
 def variables(tree):
     """(path, Variable) of every Variable reachable from ``tree``, each once."""
-    return [(".".join(map(str, p)), v) for p, v in nnx.iter_graph(tree) if isinstance(v, nnx.Variable)]
+    return [
+        (".".join(map(str, p)), v) for p, v in nnx.iter_graph(tree) if isinstance(v, nnx.Variable)
+    ]
 
 
 def spec_for(shape):
@@ -135,18 +146,25 @@ def batch(step, mesh):
     sharding = NamedSharding(mesh, P("data"))
     rows = [i[0] for i in sharding.addressable_devices_indices_map(x.shape).values()]
     lo, hi = min(r.start or 0 for r in rows), max(BATCH if r.stop is None else r.stop for r in rows)
-    return tuple(jax.make_array_from_process_local_data(sharding, a[lo:hi], a.shape) for a in (x, y))
+    return tuple(
+        jax.make_array_from_process_local_data(sharding, a[lo:hi], a.shape) for a in (x, y)
+    )
 
 
 def host_state(tree):
     """Every Variable's full value as a NumPy array (gathered from all processes)."""
-    return {p: np.asarray(multihost_utils.process_allgather(v[...], tiled=True))
-            for p, v in variables(tree)}
+    return {
+        p: np.asarray(multihost_utils.process_allgather(v[...], tiled=True))
+        for p, v in variables(tree)
+    }
 
 
 def checksum(state):
-    return float(sum((k + 1) * np.abs(state[p].astype(np.float64)).sum()
-                     for k, p in enumerate(sorted(state))))
+    return float(
+        sum(
+            (k + 1) * np.abs(state[p].astype(np.float64)).sum() for k, p in enumerate(sorted(state))
+        )
+    )
 
 
 def train(step_fn, mesh, steps):
@@ -162,10 +180,16 @@ def train(step_fn, mesh, steps):
     kept = sorted(p for p in before if after.get(p) == before[p])
     changed = sorted(p for p in before if after.get(p) != before[p])
     state = host_state((model, optimizer))
-    return state, {"losses": losses, "checksum": checksum(state), "kept": len(kept), "changed": changed,
-                   "n_variables": len(before),
-                   "first_step_s": seconds[0], "later_step_ms": 1e3 * float(np.median(seconds[1:] or [0])),
-                   "specs": {p: str(v[...].sharding.spec) for p, v in variables(model)}}
+    return state, {
+        "losses": losses,
+        "checksum": checksum(state),
+        "kept": len(kept),
+        "changed": changed,
+        "n_variables": len(before),
+        "first_step_s": seconds[0],
+        "later_step_ms": 1e3 * float(np.median(seconds[1:] or [0])),
+        "specs": {p: str(v[...].sharding.spec) for p, v in variables(model)},
+    }
 
 
 # ---- worker ------------------------------------------------------------------------------------
@@ -194,14 +218,19 @@ def worker(args):
     exit_with_launcher()
     if args.processes > 1:
         use_gloo()
-        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
-                                   num_processes=args.processes, process_id=args.worker,
-                                   initialization_timeout=60)
+        jax.distributed.initialize(
+            coordinator_address=f"127.0.0.1:{args.port}",
+            num_processes=args.processes,
+            process_id=args.worker,
+            initialization_timeout=60,
+        )
     hijaxc_step = hijaxc.jit(train_step)  # updates model and optimizer in place
     if args.fail_process == jax.process_index():
         raise RuntimeError(f"process {jax.process_index()}: failing on purpose (--fail-process)")
     if jax.device_count() != N_DEVICES:
-        raise RuntimeError(f"needs {N_DEVICES} devices over all processes, got {jax.device_count()}")
+        raise RuntimeError(
+            f"needs {N_DEVICES} devices over all processes, got {jax.device_count()}"
+        )
     mesh = make_mesh(np.array(jax.devices()).reshape(tuple(MESH_SHAPE.values())), tuple(MESH_SHAPE))
 
     t0 = time.perf_counter()
@@ -210,23 +239,34 @@ def worker(args):
     _, ref = train(nnx_step, mesh, args.steps)
     t2 = time.perf_counter()
     if jax.process_index() == 0:
-        print(f"{jax.process_count()} process(es) x {jax.local_device_count()} devices, "
-              f"mesh {dict(mesh.shape)}")
+        print(
+            f"{jax.process_count()} process(es) x {jax.local_device_count()} devices, "
+            f"mesh {dict(mesh.shape)}"
+        )
         for name, r in (("hijaxc.jit", ours), ("nnx.jit", ref)):
             print(f"{name:10} losses: " + " ".join(f"{v:.6f}" for v in r["losses"]))
             print(f"{name:10} state checksum: {r['checksum']:.9g}")
         for p, s in ours["specs"].items():
             print(f"  {p:22} {s}")
-        print(f"shardings kept: {ours['kept']}/{ours['n_variables']} Variables "
-              f"(nnx.jit: {ref['kept']}/{ref['n_variables']})")
-        print(f"same losses and checksum as nnx.jit: {ours['losses'] == ref['losses'] and ours['checksum'] == ref['checksum']}")
+        print(
+            f"shardings kept: {ours['kept']}/{ours['n_variables']} Variables "
+            f"(nnx.jit: {ref['kept']}/{ref['n_variables']})"
+        )
+        print(
+            f"same losses and checksum as nnx.jit: {ours['losses'] == ref['losses'] and ours['checksum'] == ref['checksum']}"
+        )
         for name, r, total in (("hijaxc.jit", ours, t1 - t0), ("nnx.jit", ref, t2 - t1)):
-            print(f"{name:10} time: first step (trace + compile) {r['first_step_s']:.2f} s, later "
-                  f"steps {r['later_step_ms']:.1f} ms each (median); build + train + gather {total:.2f} s")
+            print(
+                f"{name:10} time: first step (trace + compile) {r['first_step_s']:.2f} s, later "
+                f"steps {r['later_step_ms']:.1f} ms each (median); build + train + gather {total:.2f} s"
+            )
         if args.save_state:
             np.savez(args.save_state, **state)
-        print("RESULT " + json.dumps({"processes": jax.process_count(), "hijaxc": ours, "nnx_jit": ref}),
-              flush=True)
+        print(
+            "RESULT "
+            + json.dumps({"processes": jax.process_count(), "hijaxc": ours, "nnx_jit": ref}),
+            flush=True,
+        )
     if args.processes > 1:
         jax.distributed.shutdown()
 
@@ -249,14 +289,30 @@ def launch(args):
     """Start the workers in one new process group; wait for all, or kill the group as soon as
     one fails or the time limit passes.  Returns the exit status."""
     port = free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEVICES // args.processes}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEVICES // args.processes}",
+    )
     procs = []
     try:
         for i in range(args.processes):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(i), "--port", str(port),
-                   "--processes", str(args.processes), "--steps", str(args.steps),
-                   "--fail-process", str(args.fail_process), "--save-state", args.save_state]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                str(i),
+                "--port",
+                str(port),
+                "--processes",
+                str(args.processes),
+                "--steps",
+                str(args.steps),
+                "--fail-process",
+                str(args.fail_process),
+                "--save-state",
+                args.save_state,
+            ]
             # the first worker leads a new process group, the others join it
             procs.append(subprocess.Popen(cmd, env=env, **in_group(procs[0].pid if procs else 0)))
         print("workers: " + " ".join(f"{i}:{p.pid}" for i, p in enumerate(procs)), flush=True)
@@ -265,14 +321,21 @@ def launch(args):
             codes = [p.poll() for p in procs]
             failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                print(f"launcher: process {failed[0]} exited with {codes[failed[0]]}; stopping the "
-                      "others", file=sys.stderr, flush=True)
+                print(
+                    f"launcher: process {failed[0]} exited with {codes[failed[0]]}; stopping the "
+                    "others",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             if all(c == 0 for c in codes):
                 return 0
             if time.monotonic() > deadline:
-                print(f"launcher: time limit ({args.timeout} s) passed; stopping the workers",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"launcher: time limit ({args.timeout} s) passed; stopping the workers",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 124
             time.sleep(0.1)
     finally:

@@ -7,6 +7,7 @@ lines print that generated code (``hijaxc.show``).
 
     python examples/quickstart.py
 """
+
 import inspect
 
 import jax

@@ -12,6 +12,7 @@ MutableArray outputs, aliasing whose updates are dropped) work with hijaxc.  Run
 ``python examples/seed_array_refs.py``; ``main()`` runs every cell and returns a dict of the key
 results (used by tests/test_examples.py).
 """
+
 import os
 import sys
 
@@ -21,9 +22,17 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _compat import (
+    MODULES_ARE_PYTREES,
+    Pytree,
+    as_rngs,
+    fork_rngs,
+    make_optimizer,  # noqa: E402
+    optimizer_update,
+    read,
+)
+
 import hijaxc  # noqa: E402
-from _compat import (MODULES_ARE_PYTREES, Pytree, as_rngs, fork_rngs, make_optimizer,  # noqa: E402
-                     optimizer_update, read)
 
 
 def cell(title):
@@ -87,7 +96,9 @@ def variable_refs():
     print(f"{variable.hijax = }\n")
 
     before = variable[...].tolist()
-    print("Before =", variable); increment(variable); print("After =", variable)  # noqa: E702
+    print("Before =", variable)
+    increment(variable)
+    print("After =", variable)  # noqa: E702
     after = variable[...].tolist()
 
     cell("increment.lower(variable).as_text() (a TODO in the notebook)")
@@ -128,7 +139,9 @@ def train_step(model, optimizer, x, y):
         model = nnx.merge(graphdef, params, nondiff)
         return ((model(x) - y) ** 2).mean()
 
-    loss, grads = jax.value_and_grad(loss_fn)(hijaxc.to_lojax(params))  # lojax Variables for jax.grad
+    loss, grads = jax.value_and_grad(loss_fn)(
+        hijaxc.to_lojax(params)
+    )  # lojax Variables for jax.grad
     optimizer_update(optimizer, model, grads)
 
     return loss
@@ -194,10 +207,17 @@ def scan_over_layers():
     print("y (python loop) = ", y_ref)
     bn_mean = block_stack.bn.mean[...]
     bn_mean_ref = jnp.stack([layer.bn.mean[...] for layer in layers])
-    print("BatchNorm running means updated in all 8 layers:",
-          bool(jnp.all(jnp.any(bn_mean != 0, axis=-1))))
-    return {"y": y, "y_ref": y_ref, "bn_mean": bn_mean, "bn_mean_ref": bn_mean_ref,
-            "kernel_shape": tuple(block_stack.linear.kernel[...].shape)}
+    print(
+        "BatchNorm running means updated in all 8 layers:",
+        bool(jnp.all(jnp.any(bn_mean != 0, axis=-1))),
+    )
+    return {
+        "y": y,
+        "y_ref": y_ref,
+        "bn_mean": bn_mean,
+        "bn_mean_ref": bn_mean_ref,
+        "kernel_shape": tuple(block_stack.linear.kernel[...].shape),
+    }
 
 
 # -------------------------------------------------------------------------------------------------
@@ -227,13 +247,11 @@ def mutable_array_outputs():
 
 
 @hijaxc.jit
-def f(a, b):
-    ...
+def f(a, b): ...
 
 
 @hijaxc.jit
-def g(pytree):
-    ...
+def g(pytree): ...
 
 
 @hijaxc.jit
@@ -265,9 +283,9 @@ def aliasing():
     cell("find_duplicates")
     dup_vars = hijaxc.find_duplicates(shared_variables)
     dup_mods = hijaxc.find_duplicates(shared_modules)
-    if (duplicates := dup_vars):
+    if duplicates := dup_vars:
         print("shared variables duplicates:", duplicates)
-    if (duplicates := dup_mods):
+    if duplicates := dup_mods:
         print("shared modules duplicates:  ", duplicates)
 
     cell("h(graphdef, state)")
@@ -277,12 +295,18 @@ def aliasing():
     h(graphdef, state)
 
     print("updated", shared_variables)
-    return {"f": f_result, "g_vars": g_vars, "g_mods": g_mods, "strict": strict,
-            "dup_vars": dup_vars, "dup_mods": dup_mods,
-            "h_state_a": int(read(state["a"])),
-            "h_ac": (int(shared_variables.a[...]), int(shared_variables.c[...])),
-            "h_b": int(shared_variables.b[...]),
-            "split_shares_variables": state["a"] is shared_variables.a}
+    return {
+        "f": f_result,
+        "g_vars": g_vars,
+        "g_mods": g_mods,
+        "strict": strict,
+        "dup_vars": dup_vars,
+        "dup_mods": dup_mods,
+        "h_state_a": int(read(state["a"])),
+        "h_ac": (int(shared_variables.a[...]), int(shared_variables.c[...])),
+        "h_b": int(shared_variables.b[...]),
+        "split_shares_variables": state["a"] is shared_variables.a,
+    }
 
 
 def main():

@@ -12,6 +12,7 @@ The cells the guide marks as failing or TODO (scan over layers, mutable outputs,
 updates are silently dropped) work with hijaxc.  Run it with ``python examples/seed_hijax_guide.py``;
 ``main()`` runs every cell and returns a dict of the key results (used by tests/test_examples.py).
 """
+
 import os
 import sys
 
@@ -21,8 +22,19 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _compat import (
+    MODULES_ARE_PYTREES,
+    Pytree,
+    as_rngs,
+    fork_rngs,
+    make_optimizer,
+    normal,
+    optimizer_update,
+    set_eval,
+    uniform,
+)  # noqa: E402
+
 import hijaxc  # noqa: E402
-from _compat import MODULES_ARE_PYTREES, Pytree, as_rngs, fork_rngs, make_optimizer, normal, optimizer_update, set_eval, uniform  # noqa: E402
 
 
 def cell(title):
@@ -103,7 +115,9 @@ def state_propagation():
     cell("Hijax Variable: state propagation")
     v = hijaxc.Variable(jnp.array(0))
     before = int(v[...])
-    print(v[...]); inc(v); print(v[...])  # noqa: E702
+    print(v[...])
+    inc(v)
+    print(v[...])  # noqa: E702
     after = int(v[...])
 
     cell("make_jaxpr(inc)")
@@ -115,21 +129,23 @@ def state_propagation():
 
 @hijaxc.jit
 def inc_and_double(v):
-    v['a'] += 1
-    v['b'] *= 2
+    v["a"] += 1
+    v["b"] *= 2
 
 
 def pytree_values():
     cell("Pytree values")
-    v = hijaxc.Variable({'a': jnp.array(0), 'b': jnp.array(2)})
-    print(v); inc_and_double(v); print(v)  # noqa: E702
+    v = hijaxc.Variable({"a": jnp.array(0), "b": jnp.array(2)})
+    print(v)
+    inc_and_double(v)
+    print(v)  # noqa: E702
     return {k: int(x) for k, x in v[...].items()}
 
 
 @hijaxc.jit
 def linear(x, w, metrics: nnx.Variable):
     y = x @ w
-    metrics['y_mean'] = jnp.mean(y)
+    metrics["y_mean"] = jnp.mean(y)
     return y
 
 
@@ -143,7 +159,7 @@ def dynamic_state_structure():
     print("Before:", metrics)
     y = linear(x, w, metrics)
     print("After:", metrics)
-    return sorted(metrics[...]), float(metrics['y_mean']), float(jnp.mean(y))
+    return sorted(metrics[...]), float(metrics["y_mean"]), float(jnp.mean(y))
 
 
 def default_mode():
@@ -192,8 +208,11 @@ def ref_support():
     v_ref = hijaxc.vars_as(v_immut, mutable=True)
     assert v_ref.ref
     print("mutable =", v_ref)
-    return {"raw_is_ref": isinstance(raw, hijaxc.Ref), "immutable_ref": v_immut.ref,
-            "mutable_ref": v_ref.ref}
+    return {
+        "raw_is_ref": isinstance(raw, hijaxc.Ref),
+        "immutable_ref": v_immut.ref,
+        "mutable_ref": v_ref.ref,
+    }
 
 
 @hijaxc.jit
@@ -204,7 +223,9 @@ def train_step(model, optimizer, x, y):
         model = nnx.merge(graphdef, params, nondiff)
         return ((model(x) - y) ** 2).mean()
 
-    loss, grads = jax.value_and_grad(loss_fn)(hijaxc.vars_as(params, mutable=False))  # immutable for jax.grad
+    loss, grads = jax.value_and_grad(loss_fn)(
+        hijaxc.vars_as(params, mutable=False)
+    )  # immutable for jax.grad
     optimizer_update(optimizer, model, grads)
 
     return loss
@@ -299,8 +320,7 @@ def mutable_outputs_lojax():
 
 
 @hijaxc.jit
-def f(a, b):
-    ...
+def f(a, b): ...
 
 
 @hijaxc.jit
@@ -330,7 +350,7 @@ def aliasing():
     cell("find_duplicates")
     print("Duplicates found:")
     duplicates = hijaxc.find_duplicates(has_shared)
-    if (all_duplicates := duplicates):
+    if all_duplicates := duplicates:
         for dups in all_duplicates:
             print("-", dups)
 
@@ -343,8 +363,14 @@ def aliasing():
     h(graphdef, state)
     print(has_shared2)
     h_ab = (int(has_shared2.a[...]), int(has_shared2.b[...]))
-    return {"f": f_result, "g": g_result, "g_ab": g_ab, "duplicates": duplicates, "h_ab": h_ab,
-            "split_shares_variables": split_shares_variables}
+    return {
+        "f": f_result,
+        "g": g_result,
+        "g_ab": g_ab,
+        "duplicates": duplicates,
+        "h_ab": h_ab,
+        "split_shares_variables": split_shares_variables,
+    }
 
 
 def main():
@@ -354,7 +380,9 @@ def main():
         results["first_losses"] = first_train_step()
         results["inc_before"], results["inc_after"], results["inc_jaxpr"] = state_propagation()
         results["inc_and_double"] = pytree_values()
-        results["metrics_keys"], results["metrics_y_mean"], results["y_mean"] = dynamic_state_structure()
+        results["metrics_keys"], results["metrics_y_mean"], results["y_mean"] = (
+            dynamic_state_structure()
+        )
         results["default_hijax"] = default_mode()
         results["immutable_error"], results["immutable_value"] = mutability()
         results["ref"] = ref_support()

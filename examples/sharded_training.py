@@ -10,6 +10,7 @@ steps each sharded parameter and optimizer-state leaf has exactly the sharding i
 Replicated ones (the biases) take the sharding XLA gives their update, as under ``jax.jit``.  The
 values equal a single-device run of the same steps.
 """
+
 import os
 import sys
 
@@ -24,8 +25,9 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hijaxc  # noqa: E402
 from _compat import make_optimizer, normal, optimizer_update  # noqa: E402
+
+import hijaxc  # noqa: E402
 
 
 class Linear(nnx.Module):
@@ -68,7 +70,9 @@ def shard_fsdp(tree, mesh):
     n = mesh.shape["fsdp"]
     for _, v in variables(tree):
         x = v[...]
-        spec = P("fsdp") if getattr(x, "ndim", 0) >= 1 and x.shape[0] % n == 0 and x.ndim == 2 else P()
+        spec = (
+            P("fsdp") if getattr(x, "ndim", 0) >= 1 and x.shape[0] % n == 0 and x.ndim == 2 else P()
+        )
         _write(v, jax.device_put(x, NamedSharding(mesh, spec)))
 
 
@@ -125,8 +129,10 @@ def main(verbose=True):
     ref_model, _, ref_losses, _ = run(None)
     after = {p: v[...].sharding for p, v in variables((model, optimizer))}
     kept = all(after[p] == before[p] for p in before if not before[p].is_fully_replicated)
-    same = all(np.allclose(np.asarray(a[...]), np.asarray(b[...]), atol=1e-5)
-               for (_, a), (_, b) in zip(variables(model), variables(ref_model)))
+    same = all(
+        np.allclose(np.asarray(a[...]), np.asarray(b[...]), atol=1e-5)
+        for (_, a), (_, b) in zip(variables(model), variables(ref_model))
+    )
     # no resharding between steps: the compiled step takes and returns every state leaf with the
     # same sharding (so nothing moves when the next step starts)
     x, y = data(0)
@@ -135,9 +141,11 @@ def main(verbose=True):
     ins = jax.tree.leaves(compiled.input_shardings)
     outs = jax.tree.leaves(compiled.output_shardings)
     leaves = [v[...] for _, v in variables((model, optimizer))]
-    resharding = [".".join(map(str, p)) for (p, _), x_ in zip(variables((model, optimizer)), leaves)
-                  if not any(_equivalent(s_, x_) for s_ in outs)
-                  or not any(_equivalent(s_, x_) for s_ in ins)]
+    resharding = [
+        ".".join(map(str, p))
+        for (p, _), x_ in zip(variables((model, optimizer)), leaves)
+        if not any(_equivalent(s_, x_) for s_ in outs) or not any(_equivalent(s_, x_) for s_ in ins)
+    ]
     if verbose:
         print("losses (8 devices):", " ".join(f"{l:.5f}" for l in losses))
         print("losses (1 device): ", " ".join(f"{l:.5f}" for l in ref_losses))
@@ -145,7 +153,9 @@ def main(verbose=True):
             print(f"  {'.'.join(map(str, p)):16} {str(v[...].shape):10} {v[...].sharding.spec}")
         print("shardings kept:", kept)
         print("same values as one device:", same)
-        print("state leaves whose sharding the compiled step does not return:", resharding or "none")
+        print(
+            "state leaves whose sharding the compiled step does not return:", resharding or "none"
+        )
     return dict(losses=losses, ref_losses=ref_losses, kept=kept, same=same, resharding=resharding)
 
 

@@ -9,6 +9,7 @@ updated as if the code ran eagerly.
 
     python examples/stateful_helpers.py
 """
+
 import os
 import sys
 
@@ -49,7 +50,7 @@ class StackedMLP(nnx.Module):
 def log_metrics(loss, grad):
     STEP[...] += 1
     METRICS["loss"][...] = loss
-    METRICS["grad_norm"][...] = jnp.sqrt(jnp.sum(grad ** 2))
+    METRICS["grad_norm"][...] = jnp.sqrt(jnp.sum(grad**2))
 
 
 @hijaxc.jit
@@ -72,8 +73,10 @@ def main(steps=5, verbose=True):
     for _ in range(steps):
         losses.append(float(train_step(model, x, y)))
         if verbose:
-            print(f"step {int(STEP[...])}: loss {losses[-1]:.4f}  grad norm "
-                  f"{float(METRICS['grad_norm'][...]):.4f}  layers run {int(model.layers_run[...])}")
+            print(
+                f"step {int(STEP[...])}: loss {losses[-1]:.4f}  grad norm "
+                f"{float(METRICS['grad_norm'][...]):.4f}  layers run {int(model.layers_run[...])}"
+            )
     if verbose:
         print(hijaxc.show(train_step))
         print(converted_source(StackedMLP.__call__))

@@ -1,5 +1,6 @@
 """Test configuration: ``tests/`` on ``sys.path`` (for ``oracle``), a fixture that puts hijaxc's
 mode flags back after every test, and the ``controlflow`` marker (S7 tests; being written now)."""
+
 import os
 import sys
 
@@ -19,4 +20,5 @@ def _restore_var_defaults():
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "controlflow: S7 control flow / transforms inside hijaxc.jit (being written now)")
+        "markers", "controlflow: S7 control flow / transforms inside hijaxc.jit (being written now)"
+    )

@@ -28,8 +28,8 @@ Only values are restored (not new attributes), so use the factory form for struc
 """
 import contextlib
 import copy
-import inspect
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp

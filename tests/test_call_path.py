@@ -1,12 +1,12 @@
 """The steady-state call path (P1 mechanisms), caching (S8) and donation (S9) — counted, not timed."""
-import jax
+
 import jax.numpy as jnp
 import numpy as np
+import oracle
 from flax import nnx
 
 import hijaxc
-import oracle
-from hijaxc import api, parse
+from hijaxc import parse
 
 
 class Counter(nnx.Module):
@@ -32,7 +32,9 @@ def test_steady_state_does_no_graph_walk():
     assert st.stats["splits"] == splits  # no split (graph traversal) on the fast path
     assert st.stats["traces"] == traces
     assert int(m.n[...]) == 6
-    np.testing.assert_allclose(m.w[...], (((((1 * 2 + 1) * 2 + 1) * 2 + 1) * 2 + 1) * 2 + 1) * 2 + 1)
+    np.testing.assert_allclose(
+        m.w[...], (((((1 * 2 + 1) * 2 + 1) * 2 + 1) * 2 + 1) * 2 + 1) * 2 + 1
+    )
 
 
 def test_structural_change_is_detected_and_retraces():
@@ -130,7 +132,9 @@ def test_plain_containers_changed_in_place_are_seen_by_the_steady_state():
     class Holder(nnx.Module):
         def __init__(self):
             self.d = oracle.data({"a": hijaxc.Variable(jnp.ones(2)), "s": 2.5})
-            self.l = oracle.data([hijaxc.Variable(jnp.full(2, 3.0)), hijaxc.Variable(jnp.full(2, 5.0))])
+            self.l = oracle.data(
+                [hijaxc.Variable(jnp.full(2, 3.0)), hijaxc.Variable(jnp.full(2, 5.0))]
+            )
 
     def f(h):
         out = jnp.zeros(2)
@@ -156,7 +160,9 @@ def test_plain_containers_changed_in_place_are_seen_by_the_steady_state():
 
     changes = [
         lambda h: h.d.__setitem__("a", hijaxc.Variable(jnp.full(2, 10.0))),
-        swap_list, rename_key, replace_static_after_del,
+        swap_list,
+        rename_key,
+        replace_static_after_del,
     ]
     h, e = Holder(), Holder()
     jf = hijaxc.jit(f)

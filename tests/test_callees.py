@@ -5,6 +5,7 @@ A Module method or a helper that runs a JAX transform over state it reaches must
 as if the transform were written in the decorated function itself (S7); the eager run (lax control
 flow as Python loops) is the oracle.
 """
+
 import functools
 import warnings
 
@@ -13,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hijaxc.runtime import callees
+from test_eager_equivalence import check_cf, python_control_flow
 
 import hijaxc
 from hijaxc import api, parse
-from hijaxc.runtime import callees
-from test_eager_equivalence import check_cf, python_control_flow
 
 X3 = jnp.array([0.5, -1.0, 2.0])
 
@@ -450,6 +451,7 @@ def test_layers_called_by_nnx_sequential_are_converted():
     """``nnx.Sequential.__call__`` is library code that only calls the user's layers: it is
     converted like user code (runtime/callees.py: LIBRARY_COMBINATORS), so a layer it calls can
     run a JAX transform over its own state."""
+
     def f(seq, x):
         return seq(x).sum()
 

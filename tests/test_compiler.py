@@ -1,6 +1,7 @@
 """The compiler's public surface (SPEC "Public API", S8 transform caching, S10): ``hijaxc.jit``'s
 forms and methods, ``show``, ``make_jaxpr``, ``python -m hijaxc show``, unsupported syntax, the
 no-source fallback, tracebacks that point at the user's code, and leaked tracers."""
+
 import ast
 import functools
 import linecache
@@ -34,9 +35,9 @@ def line_of(fn, text):
     raise AssertionError(f"{text!r} not in {fn.__name__}")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # hijaxc.jit: forms, methods, caching
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def bump(v, x):
     v[...] += x
     return v[...] * 2
@@ -168,9 +169,9 @@ def test_annotations_and_defaults_kept():
     assert float(v[...]) == 7.0
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # S10: unsupported syntax
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _rejects(fn, *args):
     """Unsupported syntax may be reported at decoration or at the first call: accept either."""
     with pytest.raises(hijaxc.UnsupportedSyntaxError) as e:
@@ -254,9 +255,9 @@ def test_nonlocal_rebinding_of_threaded_variable_rejected():
     assert int(v[...]) == 0
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # show, make_jaxpr, python -m hijaxc show
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_show_is_valid_python_with_origin_comments():
     text = hijaxc.show(bump)
     ast.parse(text)
@@ -316,7 +317,9 @@ def test_make_jaxpr_closure_state_is_an_input():
 
 def test_command_line_show(tmp_path, capsys):
     src = tmp_path / "user_mod.py"
-    src.write_text("import hijaxc\n\n\n@hijaxc.jit\ndef step(v, x):\n    v[...] += x\n    return v[...]\n")
+    src.write_text(
+        "import hijaxc\n\n\n@hijaxc.jit\ndef step(v, x):\n    v[...] += x\n    return v[...]\n"
+    )
     from hijaxc.__main__ import main
 
     assert main(["show", f"{src}:step"]) == 0
@@ -325,17 +328,20 @@ def test_command_line_show(tmp_path, capsys):
     assert f"# {src}:6" in out
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # No source: fallback with a warning
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _exec_factory():
     ns = {}
-    exec("def make(v):\n"
-         "    def f(w, x):\n"
-         "        v[...] += x\n"
-         "        w[...] = w[...] * 2\n"
-         "        return v[...]\n"
-         "    return f\n", ns)
+    exec(
+        "def make(v):\n"
+        "    def f(w, x):\n"
+        "        v[...] += x\n"
+        "        w[...] = w[...] * 2\n"
+        "        return v[...]\n"
+        "    return f\n",
+        ns,
+    )
     return ns["make"]
 
 
@@ -353,9 +359,9 @@ def test_no_source_falls_back_with_warning_and_threads_closure():
     assert "source" in hijaxc.show(f)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Errors from user code, linecache, leaked tracers
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 class UserError(Exception):
     pass
 
@@ -399,8 +405,13 @@ def test_generated_code_registered_in_linecache():
         v[...] += 3
 
     hijaxc.jit(f)(var(0))
-    names = [k for k in linecache.cache if k.startswith("<hijaxc generated") and ".f " in k
-             and "test_generated_code_registered_in_linecache" in k]
+    names = [
+        k
+        for k in linecache.cache
+        if k.startswith("<hijaxc generated")
+        and ".f " in k
+        and "test_generated_code_registered_in_linecache" in k
+    ]
     assert names, [k for k in linecache.cache if "hijaxc" in k]
     text = "".join(linecache.getlines(names[-1]))
     ast.parse(text)

@@ -22,6 +22,7 @@ Also found: flax's own 01_functional_api.py fails under ``jax.jit`` on flax 0.12
 corpus merges with ``copy=True`` as 03_train_state.py does.  Programs adapted for numerics (Adam
 ``eps=1e-3`` or SGD where a gradient is float noise) say so where they do.
 """
+
 import json
 import os
 import subprocess
@@ -35,8 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 PROGRAMS = sorted(
-    f[:-3] for f in os.listdir(os.path.join(HERE, "corpus"))
-    if f.endswith(".py") and not f.startswith("_") and f != "harness.py")
+    f[:-3]
+    for f in os.listdir(os.path.join(HERE, "corpus"))
+    if f.endswith(".py") and not f.startswith("_") and f != "harness.py"
+)
 
 SLOW_OK = os.environ.get("CORPUS_SLOW") == "1" or hasattr(nnx, "view")
 
@@ -65,11 +68,18 @@ def _outcome(name, which):
         return harness.outcome(name, which)
     if name not in _SUBPROCESS:
         env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-        r = subprocess.run([sys.executable, os.path.join(HERE, "corpus", "harness.py"), name],
-                           check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        r = subprocess.run(
+            [sys.executable, os.path.join(HERE, "corpus", "harness.py"), name],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=600,
+        )
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("CORPUS-RESULT ")]
         assert r.returncode == 0 and lines, r.stdout[-3000:] + r.stderr[-3000:]
-        _SUBPROCESS[name] = json.loads(lines[-1][len("CORPUS-RESULT "):])
+        _SUBPROCESS[name] = json.loads(lines[-1][len("CORPUS-RESULT ") :])
     return tuple(_SUBPROCESS[name][which])
 
 

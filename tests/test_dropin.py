@@ -2,6 +2,7 @@
 
 Each test compares with eager execution (``oracle.check_eager``) or with what ``jax.jit`` does.
 """
+
 import collections
 import functools
 
@@ -74,12 +75,15 @@ def _repeat(v, s, x=1.0):
     return v[...]
 
 
-@pytest.mark.parametrize("options,call", [
-    (dict(static_argnames="s"), lambda f, v: f(v, 2)),
-    (dict(static_argnames="s"), lambda f, v: f(v, s=2)),
-    (dict(static_argnums=1), lambda f, v: f(v, s=2)),
-    (dict(static_argnums=(1,)), lambda f, v: f(v, 2)),
-])
+@pytest.mark.parametrize(
+    "options,call",
+    [
+        (dict(static_argnames="s"), lambda f, v: f(v, 2)),
+        (dict(static_argnames="s"), lambda f, v: f(v, s=2)),
+        (dict(static_argnums=1), lambda f, v: f(v, s=2)),
+        (dict(static_argnums=(1,)), lambda f, v: f(v, 2)),
+    ],
+)
 def test_static_argument_however_passed(options, call):
     v = hijaxc.Variable(jnp.zeros(()))
     f = hijaxc.jit(_repeat, **options)
@@ -112,7 +116,7 @@ def test_cached_partial_trains_like_plain_calls(how):
     ref_model, ref_opt = _model_and_optimizer()
     ref = [float(_train_step(ref_model, ref_opt, x, y)) for _ in range(3)]
     model, opt = _model_and_optimizer()
-    cached = getattr(hijaxc if how == "hijaxc" else nnx, "cached_partial")
+    cached = (hijaxc if how == "hijaxc" else nnx).cached_partial
     step = cached(hijaxc.jit(_train_step), model, opt)
     got = [float(step(x, y)) for _ in range(3)]
     np.testing.assert_allclose(got, ref, rtol=1e-5)
@@ -127,8 +131,9 @@ class WithStatics(nnx.Module):
         self.nothing = nnx.Variable(None)
 
 
-@pytest.mark.parametrize("note", ["hello", ("a", 1),
-                                  jax.sharding.SingleDeviceSharding(jax.devices()[0])])
+@pytest.mark.parametrize(
+    "note", ["hello", ("a", 1), jax.sharding.SingleDeviceSharding(jax.devices()[0])]
+)
 def test_non_array_variable_values_are_static(note):
     def make():
         m = WithStatics(note)
@@ -232,7 +237,7 @@ def test_captured_variable_returned_as_aux_is_the_callers_object_updated():
     def f(x):
         def loss(x):
             stat[...] += 1
-            return (x ** 2).sum(), stat
+            return (x**2).sum(), stat
 
         g, aux = jax.grad(loss, has_aux=True)(x)
         (_, aux2), _ = jax.value_and_grad(loss, has_aux=True)(x)
@@ -282,8 +287,9 @@ def test_flax_hijax_variables_are_pytree_leaves_inside_the_step():
     def build():
         with nnx.var_defaults(hijax=True):
             model = _linear()
-            momentum = jax.tree.map(lambda p: nnx.Variable(jnp.ones_like(p[...])),
-                                    nnx.state(model, nnx.Param))
+            momentum = jax.tree.map(
+                lambda p: nnx.Variable(jnp.ones_like(p[...])), nnx.state(model, nnx.Param)
+            )
         return model, momentum
 
     def step(model, momentum, x):

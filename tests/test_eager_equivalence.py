@@ -5,6 +5,7 @@ Every case is a factory ``make()`` that builds fresh state (arguments, closure c
 globals), so the eager run and the compiled run never share an object.  The last section (S7:
 control flow and transforms inside the function) is marked ``controlflow``: it is being written.
 """
+
 import contextlib
 import copy
 import functools
@@ -15,17 +16,17 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from oracle import Case, check_eager, data, normal, opt_update, optimizer
 
 import hijaxc
-from oracle import Case, check_eager, data, normal, opt_update, optimizer
 
 X2 = jnp.array([1.0, 2.0])
 X3 = jnp.array([0.5, -1.0, 2.0])
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Models shared by several cases (the seeds' Linear and Block)
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 class Linear(nnx.Module):
     def __init__(self, din, dout, rngs):
         self.kernel = nnx.Param(normal(rngs, (din, dout)))
@@ -78,13 +79,17 @@ def var(x, **kw):
 def method_case(obj, name, *args):
     """Case for a method decorated with ``@hijaxc.jit``: eager calls the undecorated function."""
     jitted = getattr(type(obj), name)
-    return Case(None, (obj,) + args, eager=lambda o, *a: jitted.__wrapped__(o, *a),
-                jitted=lambda o, *a: getattr(o, name)(*a))
+    return Case(
+        None,
+        (obj,) + args,
+        eager=lambda o, *a: jitted.__wrapped__(o, *a),
+        jitted=lambda o, *a: getattr(o, name)(*a),
+    )
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Mutation patterns
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def inc(v):
     v[...] += 1
 
@@ -118,8 +123,10 @@ def test_dict_value_augassign():  # seed 000: inc_and_double
         v["a"] += 1
         v["b"] *= 2
 
-    check_eager(lambda: (inc_and_double, (hijaxc.Variable({"a": jnp.array(0), "b": jnp.array(2)}),)),
-                calls=3)
+    check_eager(
+        lambda: (inc_and_double, (hijaxc.Variable({"a": jnp.array(0), "b": jnp.array(2)}),)),
+        calls=3,
+    )
 
 
 def test_dict_value_new_key():  # seed 000: dynamic state structure
@@ -129,8 +136,9 @@ def test_dict_value_new_key():  # seed 000: dynamic state structure
         metrics["y_max"] = jnp.max(y)
         return y
 
-    check_eager(lambda: (linear, (jnp.ones((4, 5)), jnp.arange(15.0).reshape(5, 3),
-                                  hijaxc.Variable({}))))
+    check_eager(
+        lambda: (linear, (jnp.ones((4, 5)), jnp.arange(15.0).reshape(5, 3), hijaxc.Variable({})))
+    )
 
 
 def test_value_property_assign():
@@ -171,7 +179,7 @@ def test_attribute_augassign_through_module():
 def test_variable_operators():
     def f(v, w):
         a = -(v + 1) * 2 / (v.value + 3) - (w @ w).sum(0)
-        b = jnp.where(v > 1.5, v ** 2, abs(v))
+        b = jnp.where(v > 1.5, v**2, abs(v))
         v[...] = a + b + (3 - v) + (2 * v) % 3
         return v <= 0, len(w), [x * 2 for x in w]
 
@@ -264,9 +272,9 @@ def test_keyword_arguments():
     check_eager(lambda: (f, (X2,), {"v": var([1.0, 1.0]), "scale": 3.0}, ()), calls=2)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Closures, module globals, nested functions, methods, partial, lambdas
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_closure_variable():
     def make():
         counter = var(0)
@@ -409,9 +417,9 @@ def test_lambda_module_batchnorm():
     check_eager(make, calls=3)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Returns (S5)
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_return_tuple_and_dict():
     def f(v, x):
         v[...] += x
@@ -476,9 +484,9 @@ def test_return_closure_object_identity():
     assert jitted[0] is case.state[0]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Aliasing (S4)
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_alias_same_variable_twice():
     def f(a, b):
         a[...] += 1
@@ -554,9 +562,9 @@ def test_alias_shared_submodule():
     check_eager(lambda: (f, (Two(), X2)), calls=2)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Dynamic structure
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_new_module_attribute_variable():
     def f(m, x):
         m.extra = hijaxc.Variable(x * 2)
@@ -641,9 +649,9 @@ def test_module_with_list_attribute():
     check_eager(lambda: (f, (Stack(), X2)), calls=2)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # NNX Modules: Param, BatchNorm, Dropout, Rngs, Optimizer
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_linear_manual_update():
     def f(m, x):
         y = m(x)
@@ -658,8 +666,10 @@ def test_batchnorm_train_updates_stats():
     def f(bn, x):
         return bn(x)
 
-    check_eager(lambda: (f, (nnx.BatchNorm(3, rngs=nnx.Rngs(0)),
-                             jnp.arange(12.0).reshape(4, 3) ** 1.5)), calls=3)
+    check_eager(
+        lambda: (f, (nnx.BatchNorm(3, rngs=nnx.Rngs(0)), jnp.arange(12.0).reshape(4, 3) ** 1.5)),
+        calls=3,
+    )
 
 
 def test_dropout_advances_rngs():
@@ -716,9 +726,9 @@ def test_deep_copy_form_with_module():
     check_eager(f, nnx.Linear(2, 2, rngs=nnx.Rngs(0)), X2, calls=2)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Static arguments
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_static_argnums():
     def f(v, n, x):
         for _ in range(n):
@@ -736,13 +746,16 @@ def test_static_argnames():
             v[...] *= x
         return v[...]
 
-    check_eager(lambda: (f, (var([1.0, 2.0]), X2), {"mode": "mul"}, ()), calls=2,
-                jit={"static_argnames": "mode"})
+    check_eager(
+        lambda: (f, (var([1.0, 2.0]), X2), {"mode": "mul"}, ()),
+        calls=2,
+        jit={"static_argnames": "mode"},
+    )
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The oracle itself: it must notice each kind of difference (no hijaxc involved here)
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _differs(eager, jitted, make_args):
     with pytest.raises(AssertionError):
         check_eager(lambda: Case(None, make_args(), eager=eager, jitted=jitted))
@@ -787,20 +800,22 @@ def test_oracle_notices_flags_and_state_objects():
 
     def make():
         g = var(0)
-        return Case(None, (), state=(g,), eager=lambda: g.set_value(g[...] + 1), jitted=lambda: None)
+        return Case(
+            None, (), state=(g,), eager=lambda: g.set_value(g[...] + 1), jitted=lambda: None
+        )
 
     with pytest.raises(AssertionError):
         check_eager(make)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # S7: control flow and transforms inside (being written now; failures expected)
 #
 # Eagerly, JAX traces the bodies of lax control flow, so a body that mutates a Variable would leak a
 # tracer: the reference semantics is the Python one ("as it would eagerly, every iteration").  The
 # eager run therefore executes with Python reference versions of the primitives patched in
 # (``python_control_flow``); the compiled run uses the real ones, rewritten by hijaxc.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 controlflow = pytest.mark.controlflow
 
 
@@ -859,10 +874,16 @@ def _identity_transform(f=None, **_):
 
 @contextlib.contextmanager
 def python_control_flow():
-    patches = {(jax.lax, "scan"): _py_scan, (jax.lax, "fori_loop"): _py_fori_loop,
-               (jax.lax, "while_loop"): _py_while_loop, (jax.lax, "cond"): _py_cond,
-               (jax.lax, "switch"): _py_switch, (jax, "jit"): _identity_transform,
-               (jax, "checkpoint"): _identity_transform, (hijaxc, "jit"): _identity_transform}
+    patches = {
+        (jax.lax, "scan"): _py_scan,
+        (jax.lax, "fori_loop"): _py_fori_loop,
+        (jax.lax, "while_loop"): _py_while_loop,
+        (jax.lax, "cond"): _py_cond,
+        (jax.lax, "switch"): _py_switch,
+        (jax, "jit"): _identity_transform,
+        (jax, "checkpoint"): _identity_transform,
+        (hijaxc, "jit"): _identity_transform,
+    }
     saved = {k: getattr(*k) for k in patches}
     try:
         for (mod, name), f in patches.items():
@@ -954,6 +975,7 @@ def test_cf_switch():
 def test_cf_cond_and_switch_operands_hold_state_by_reference():
     """Regression (fuzz seed 96): a Variable or Module passed as the *operand* of cond/switch was
     flattened to arrays, so the branch wrote to a copy and the write was lost."""
+
     def f(v, m, x):
         def yes(ops):
             v_, m_ = ops
@@ -1080,8 +1102,12 @@ def test_cf_grad_seed_train_step_closure():  # seed 000 first cell
             return loss
 
         args = (jnp.arange(8.0).reshape(4, 2) / 8, jnp.zeros((4, 3)))
-        return Case(train_step, args, state=(model, opt),
-                    eager=lambda x, y: _nnx_train_step(model, opt, x, y))
+        return Case(
+            train_step,
+            args,
+            state=(model, opt),
+            eager=lambda x, y: _nnx_train_step(model, opt, x, y),
+        )
 
     check_cf(make, calls=3)
 
@@ -1104,8 +1130,11 @@ def test_cf_grad_seed_block_split_merge():  # seed 000 "Training Loop" (BatchNor
         x = jnp.arange(12.0).reshape(6, 2) % 5
         # sgd, not the seed's adam: the Linear before BatchNorm has a zero gradient in exact
         # arithmetic, and adam's first step would blow its rounding noise up to +-lr
-        return Case(train_step, (model, optimizer(model, optax.sgd(0.1)), x, jnp.ones((6, 3))),
-                    eager=_nnx_train_step)
+        return Case(
+            train_step,
+            (model, optimizer(model, optax.sgd(0.1)), x, jnp.ones((6, 3))),
+            eager=_nnx_train_step,
+        )
 
     check_cf(make, calls=3, atol=1e-5)
 
@@ -1136,8 +1165,13 @@ def test_cf_scan_over_layers():  # seed 001 "Scan Over Layers" (stack built with
         block.eval()
         graphdef, st = nnx.split(block)
         stacked = jax.tree.map(
-            lambda a: jnp.stack([a] * 4) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
-            else jnp.stack([a * (1 + 0.1 * k) for k in range(4)]), st)
+            lambda a: (
+                jnp.stack([a] * 4)
+                if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+                else jnp.stack([a * (1 + 0.1 * k) for k in range(4)])
+            ),
+            st,
+        )
         stack = hijaxc.to_hijax(nnx.merge(graphdef, stacked))
 
         def forward(x, stack):

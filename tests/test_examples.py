@@ -4,6 +4,7 @@ Each example module is imported by path (never run as ``__main__``); every cell 
 on its own so that one broken cell does not hide the others, and ``main()`` is run end to end.
 ``quickstart.py`` is also run once as a script.
 """
+
 import importlib.util
 import os
 import subprocess
@@ -71,8 +72,13 @@ def test_quickstart_main(quickstart):
 
 
 def test_quickstart_script():
-    r = subprocess.run([sys.executable, os.path.join("examples", "quickstart.py")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, os.path.join("examples", "quickstart.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert "loss" in r.stdout
     assert "def " in r.stdout  # hijaxc.show's generated code
@@ -163,8 +169,9 @@ def test_guide_main(guide):
     assert isinstance(r["immutable_error"], hijaxc.ImmutableVariableError)
     assert _decreasing(r["first_losses"]) and _decreasing(r["losses"])
     _check_block(r["model"], 2, 64, 3)
-    np.testing.assert_allclose(np.asarray(r["scan_y"]), np.asarray(r["scan_y_ref"]),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(r["scan_y"]), np.asarray(r["scan_y_ref"]), rtol=1e-4, atol=1e-4
+    )
     _check_block(r["created_model"], 2, 64, 3)
     assert r["aliasing"]["g_ab"] == (5, 5, True)
     assert r["aliasing"]["duplicates"] == [[("a",), ("b",)]]
@@ -202,8 +209,9 @@ def test_refs_scan_over_layers(refs):
     np.testing.assert_allclose(np.asarray(r["y"]), np.asarray(r["y_ref"]), rtol=1e-3, atol=1e-3)
     assert r["bn_mean"].shape == (8, 64)
     assert bool(jnp.all(jnp.any(r["bn_mean"] != 0, axis=-1)))  # every layer's stats updated
-    np.testing.assert_allclose(np.asarray(r["bn_mean"]), np.asarray(r["bn_mean_ref"]),
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(r["bn_mean"]), np.asarray(r["bn_mean_ref"]), rtol=1e-3, atol=1e-4
+    )
 
 
 def test_refs_mutable_array_outputs(refs):
@@ -236,8 +244,9 @@ def test_refs_main(refs):
     assert r["inc_after"] == [2, 3, 4]
     assert (r["to_hijax_flag"], r["to_lojax_flag"]) == (True, False)
     assert _decreasing(r["losses"])
-    np.testing.assert_allclose(np.asarray(r["scan"]["y"]), np.asarray(r["scan"]["y_ref"]),
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(r["scan"]["y"]), np.asarray(r["scan"]["y_ref"]), rtol=1e-3, atol=1e-3
+    )
     _check_block(r["created_model"], 2, 64, 3)
     assert r["aliasing"]["dup_vars"] == [[("a",), ("c",)]]
     assert r["aliasing"]["dup_mods"] == [[("d",), ("f",)]]

@@ -9,10 +9,9 @@ ones.
 """
 import os
 
+import fuzzgen
 from hypothesis import HealthCheck, given, note, reject, settings
 from hypothesis import strategies as st
-
-import fuzzgen
 
 #: programs per run (each has 1-3 functions, each called 2-3 times eagerly and compiled)
 N = int(os.environ.get("HIJAXC_FUZZ_N", "300"))

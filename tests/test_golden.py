@@ -6,9 +6,9 @@ import ast
 import os
 import re
 
+import golden_corpus
 import pytest
 
-import golden_corpus
 import hijaxc
 from hijaxc import api
 

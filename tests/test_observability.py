@@ -1,6 +1,7 @@
 """Observability (issue 16): retrace explanations, the too-many-retraces warning, cache_info /
 cache_clear, ``show(diff=True)``.  Explanations run only while tracing: the steady state pays
 nothing (checked by counting the signature walks)."""
+
 import logging
 import re
 import subprocess
@@ -31,8 +32,11 @@ class Model(nnx.Module):
 
 
 def _retrace_lines(caplog):
-    return [r.getMessage() for r in caplog.records
-            if r.name == "hijaxc" and r.levelno == logging.INFO and "retrace" in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "hijaxc" and r.levelno == logging.INFO and "retrace" in r.getMessage()
+    ]
 
 
 @pytest.fixture
@@ -124,7 +128,9 @@ def test_mode_flag_change(logs):
     first, second = _retrace_lines(logs)
     assert "model.l1.kernel (mode): hijax -> lojax" in first
     # the same change on many Variables is listed once
-    assert "mode of 3 Variables (model.count, model.extra, model.l1.kernel): hijax -> lojax" in second
+    assert (
+        "mode of 3 Variables (model.count, model.extra, model.l1.kernel): hijax -> lojax" in second
+    )
 
 
 def test_environment_variable_explains_every_function(logs, monkeypatch):
@@ -163,6 +169,7 @@ def test_retrace_warning_threshold_keyword_and_module_setting(monkeypatch):
         @hijaxc.jit(static_argnums=1, **kw)
         def s(x, k):
             return x * k
+
         return s
 
     def count(f, n):
@@ -189,8 +196,9 @@ def test_cache_info_and_cache_clear():
     assert bump.cache_info() == hijaxc.CacheInfo(0, 0, 0, 0, 64)
     for _ in range(4):
         bump(m, jnp.ones(3))
-    assert bump.cache_info() == hijaxc.CacheInfo(traces=1, hits=3, fast_calls=3, entries=1,
-                                                 max_entries=64)
+    assert bump.cache_info() == hijaxc.CacheInfo(
+        traces=1, hits=3, fast_calls=3, entries=1, max_entries=64
+    )
     bump(Model(din=5), jnp.ones(3))  # same structure, other shapes: one cache entry, a new trace
     bump(m, jnp.ones(3))
     m.extra = hijaxc.Variable(jnp.zeros(()))  # new structure: a new entry
@@ -266,8 +274,13 @@ def test_show_diff_api_and_highlighting():
 def test_cli_diff_subprocess(tmp_path):
     path = tmp_path / "userfile2.py"
     path.write_text(_user_fn_source())
-    r = subprocess.run([sys.executable, "-m", "hijaxc", "show", "--diff", f"{path}:inc"],
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "hijaxc", "show", "--diff", f"{path}:inc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert "-    v[...] += 1" in r.stdout and "+    __hx.setitem(" in r.stdout
 
@@ -309,8 +322,16 @@ def test_sharding_change_is_explained(tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False,
-                       env=env)
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
-    assert "v: float32[8,8] sharded PartitionSpec('x',) -> float32[8,8] sharded " \
-           "PartitionSpec(None, 'x')" in r.stdout.replace("P(", "PartitionSpec("), r.stdout
+    assert (
+        "v: float32[8,8] sharded PartitionSpec('x',) -> float32[8,8] sharded "
+        "PartitionSpec(None, 'x')" in r.stdout.replace("P(", "PartitionSpec(")
+    ), r.stdout

@@ -1,6 +1,7 @@
 """Each rewrite pass of hijaxc/passes/ on its own: input code -> output code, as short strings
 (the whole pipeline is pinned by tests/golden/).  A snippet is compiled under a file name
 registered in ``linecache``, so the passes see it as user code with source, like any function."""
+
 import itertools
 import linecache
 import textwrap
@@ -62,7 +63,8 @@ def test_lambda_def():
 
 
 def test_callees_routes_what_may_enter_user_code():
-    fn = define("""
+    fn = define(
+        """
         def helper(y):
             return y
 
@@ -70,7 +72,11 @@ def test_callees_routes_what_may_enter_user_code():
             y = model(x)
             z = helper(y) + jnp.sin(y) + x.sum() + x.at[0].set(1.0)
             return jax.grad(helper)(z), model.layer.apply(z), print(z)
-        """, "f", jax=jax, jnp=jnp)
+        """,
+        "f",
+        jax=jax,
+        jnp=jnp,
+    )
     assert run(callees, fn) == body("""
         def f(model, x):
             y = __hx.callee(model)(x)
@@ -80,34 +86,45 @@ def test_callees_routes_what_may_enter_user_code():
 
 
 def test_callees_leaves_local_defs_and_zero_argument_super_alone():
-    fn = define("""
+    fn = define(
+        """
         class B:
             def m(self, x):
                 def local(y):
                     return y
                 return super().m(local(x))
-        """, "B.m")
+        """,
+        "B.m",
+    )
     assert run(callees, fn).splitlines()[-1] == "    return __hx.callee(super().m)(local(x))"
 
 
 def test_super_call():
-    fn = define("""
+    fn = define(
+        """
         class B:
             def m(self, x):
                 return super().m(x) + super(B, self).m(x)
-        """, "B.m")
-    assert run(super_call, fn).splitlines()[-1] == \
-        "    return super(__class__, self).m(x) + super(B, self).m(x)"
+        """,
+        "B.m",
+    )
+    assert (
+        run(super_call, fn).splitlines()[-1]
+        == "    return super(__class__, self).m(x) + super(B, self).m(x)"
+    )
 
 
 def test_private_names():
-    fn = define("""
+    fn = define(
+        """
         class Child:
             def m(self, __x):
                 def __inner():
                     return self.__h(__x, self.__dunder__, __hx_t0)
                 return __inner()
-        """, "Child.m")
+        """,
+        "Child.m",
+    )
     assert run(private_names, fn) == body("""
         def m(self, _Child__x):
 
@@ -123,7 +140,8 @@ def test_private_names_outside_a_class_unchanged():
 
 
 def test_transforms_however_imported():
-    fn = define("""
+    fn = define(
+        """
         from jax.lax import scan as s
         from jax import lax
 
@@ -131,7 +149,10 @@ def test_transforms_however_imported():
             a = s(body, c, xs)
             b = lax.fori_loop(0, 2, body, c) + jax.lax.cond(c, body, body)
             return jax.grad(body), grad(body), jax.numpy.sin(c)
-        """, "f", jax=jax)
+        """,
+        "f",
+        jax=jax,
+    )
     assert run(transforms, fn) == body("""
         def f(body, c, xs, grad):
             a = __hx.scan(body, c, xs)
@@ -141,14 +162,18 @@ def test_transforms_however_imported():
 
 
 def test_foreign_reads_in_a_converted_callee():
-    fn = define("""
+    fn = define(
+        """
         def make(stats):
             def accumulate(x):
                 stats[...] += x
                 return x * counter[...] + jnp.sum(x)
             return accumulate
-        """, "make", counter=hijaxc.Variable(jnp.zeros(())), jnp=jnp)(
-        hijaxc.Variable(jnp.zeros(())))
+        """,
+        "make",
+        counter=hijaxc.Variable(jnp.zeros(())),
+        jnp=jnp,
+    )(hijaxc.Variable(jnp.zeros(())))
     assert run(foreign, fn, callee=True) == body("""
         def accumulate(x):
             __hx.foreign_cell(stats, __hx_cells, 'stats')[...] += x
@@ -157,20 +182,24 @@ def test_foreign_reads_in_a_converted_callee():
 
 
 def test_foreign_leaves_a_compiled_function_alone():
-    fn = define("def f(x):\n    return x * counter[...]\n", "f",
-                counter=hijaxc.Variable(jnp.zeros(())))
+    fn = define(
+        "def f(x):\n    return x * counter[...]\n", "f", counter=hijaxc.Variable(jnp.zeros(()))
+    )
     assert run(foreign, fn) == "def f(x):\n    return x * counter[...]"
 
 
 def test_mutations():
-    fn = define("""
+    fn = define(
+        """
         def f(v, m, x):
             v[...] += 1
             m['y'] = x
             v[1:3, ::2] = x
             v.a[i := 0] *= v[-1]
             w = x
-        """, "f")
+        """,
+        "f",
+    )
     where = fn.__code__.co_filename
     assert run(mutations, fn) == body(f"""
         def f(v, m, x):
@@ -185,7 +214,8 @@ def test_mutations():
 
 
 def test_declarations():
-    fn = define("""
+    fn = define(
+        """
         def f(v):
             global counter, jnp
             counter[...] = v
@@ -193,7 +223,11 @@ def test_declarations():
                 global counter
                 return counter
             return jnp.sum(v)
-        """, "f", counter=hijaxc.Variable(jnp.zeros(())), jnp=jnp)
+        """,
+        "f",
+        counter=hijaxc.Variable(jnp.zeros(())),
+        jnp=jnp,
+    )
     assert run(declarations, fn) == body("""
         def f(v):
             global jnp
@@ -207,8 +241,13 @@ def test_declarations():
 
 
 def test_threaded_params():
-    fn = define("def f(x, *, k=1):\n    return counter[...] + model(x) + jnp.sin(x)\n", "f",
-                counter=hijaxc.Variable(jnp.zeros(())), model=None, jnp=jnp)
+    fn = define(
+        "def f(x, *, k=1):\n    return counter[...] + model(x) + jnp.sin(x)\n",
+        "f",
+        counter=hijaxc.Variable(jnp.zeros(())),
+        model=None,
+        jnp=jnp,
+    )
     assert run(threaded_params, fn).splitlines()[0] == "def f(x, *, k=1, counter, model):"
 
 
@@ -235,13 +274,18 @@ def test_copy_origin_keeps_existing_positions():
 
 
 def test_templates():
-    (stmt,) = templates.replace("t, i = target, index", t="a", i="b",
-                                target=gast.parse("v.w").body[0].value,
-                                index=templates.constant(None))
+    (stmt,) = templates.replace(
+        "t, i = target, index",
+        t="a",
+        i="b",
+        target=gast.parse("v.w").body[0].value,
+        index=templates.constant(None),
+    )
     assert templates.unparse(stmt) == "a, b = (v.w, None)"
     assert isinstance(stmt.targets[0].elts[0].ctx, gast.Store)
-    assert templates.unparse(templates.replace_as_expression("__hx.name", name="scan")) == \
-        "__hx.scan"
+    assert (
+        templates.unparse(templates.replace_as_expression("__hx.name", name="scan")) == "__hx.scan"
+    )
     with pytest.raises(ValueError, match="single expression"):
         templates.replace_as_expression("x = 1")
     with pytest.raises(TypeError, match="expected a gast node"):

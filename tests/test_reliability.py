@@ -7,6 +7,7 @@ Tests marked ``xfail(strict=True)`` assert the *correct* behaviour and fail toda
 says what goes wrong.  ``benchmarks/soak.py`` is the long-running companion of the bounded-resource
 tests (10^5 calls; prints cache sizes and RSS).
 """
+
 import concurrent.futures
 import contextlib
 import copy
@@ -20,14 +21,14 @@ from unittest import mock
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracle
 import pytest
 from flax import nnx
-
-import hijaxc
-import oracle
 from hijaxc.runtime import donation as hx_donation
 from hijaxc.runtime import steady_state as hx_steady
 from hijaxc.runtime import writeback as hx_writeback
+
+import hijaxc
 
 try:
     from jax._src import compiler as _jax_compiler
@@ -64,9 +65,9 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# ===================================================================================================
+# ==================================================================================================
 # 1. Fault injection (S6): a call that raises leaves every caller object as it was
-# ===================================================================================================
+# ==================================================================================================
 class Sub(nnx.Module):
     def __init__(self):
         self.b = hijaxc.Param(jnp.arange(2.0))
@@ -164,8 +165,9 @@ def make_world(fault):
 
 @contextlib.contextmanager
 def _inject_compile_failure(jf):
-    with mock.patch.object(_jax_compiler, "compile_or_get_cached",
-                           side_effect=RuntimeError("injected compile failure")):
+    with mock.patch.object(
+        _jax_compiler, "compile_or_get_cached", side_effect=RuntimeError("injected compile failure")
+    ):
         yield
 
 
@@ -234,15 +236,18 @@ def _inject_writeback_failure(jf):
         with mock.patch.object(hx_writeback, "_set_raw", failing(real_state_set)):
             return real_apply(self, objects, leaves)
 
-    with mock.patch.object(hx_writeback.WriteBack, "apply", apply), \
-            mock.patch.object(hx_steady, "_set_raw", failing(real_call_set)):
+    with (
+        mock.patch.object(hx_writeback.WriteBack, "apply", apply),
+        mock.patch.object(hx_steady, "_set_raw", failing(real_call_set)),
+    ):
         yield
 
 
 @contextlib.contextmanager
 def _inject_apply_failure(jf):
-    with mock.patch.object(hx_writeback.WriteBack, "apply",
-                           side_effect=RuntimeError("injected write-back failure")):
+    with mock.patch.object(
+        hx_writeback.WriteBack, "apply", side_effect=RuntimeError("injected write-back failure")
+    ):
         yield
 
 
@@ -250,38 +255,103 @@ def _nothing(jf):
     return contextlib.nullcontext()
 
 
-_DONATION_LOST = ("BUG: execution fails after the state buffers were donated (donate='auto'), so "
-                  "the caller's Variables keep their old, now deleted, arrays")
-_WRITEBACK_PARTIAL = ("BUG: a write-back that fails midway leaves some Variables updated, and the "
-                      "rest holding donated (deleted) arrays")
+_DONATION_LOST = (
+    "BUG: execution fails after the state buffers were donated (donate='auto'), so "
+    "the caller's Variables keep their old, now deleted, arrays"
+)
+_WRITEBACK_PARTIAL = (
+    "BUG: a write-back that fails midway leaves some Variables updated, and the "
+    "rest holding donated (deleted) arrays"
+)
 
 # stage -> (fault in the body, expected exception and message, injection, jit options, input of
 # the failing call)
 STAGES = {
     "trace_shape_error": (_shape_fault, (TypeError, None), _nothing, {}, X_BAD),
-    "trace_user_exception": (_value_fault, (ValueError, "injected user error"), _nothing, {}, X_BAD),
+    "trace_user_exception": (
+        _value_fault,
+        (ValueError, "injected user error"),
+        _nothing,
+        {},
+        X_BAD,
+    ),
     "trace_keyboard_interrupt": (_interrupt_fault, (KeyboardInterrupt, None), _nothing, {}, X_BAD),
-    "trace_immutable_write": (_immutable_fault, (hijaxc.ImmutableVariableError, "immutable"),
-                              _nothing, {}, X_BAD),
-    "trace_structural_then_raise": (_structural_fault, (ValueError, "structural"), _nothing, {}, X_BAD),
-    "trace_unthreaded_write_then_raise": (_foreign_fault, (ValueError, "unthreaded"), _nothing, {}, X_BAD),
-    "collect_invalid_value": (_invalid_value_fault, (hijaxc.InvalidValueError, "_Opaque"), _nothing,
-                              {}, X_BAD),
-    "compile": (_no_fault, (RuntimeError, "injected compile failure"), _inject_compile_failure, {},
-                X_BAD),
-    "dispatch": (_no_fault, (RuntimeError, "injected dispatch failure"), _inject_dispatch_failure, {},
-                 X_GOOD),
-    "execution_no_donation": (_runtime_fault, (Exception, "injected runtime failure"),
-                              _inject_runtime_failure, {"donate": False}, X_GOOD),
-    "execution_donated": (_runtime_fault, (Exception, "injected runtime failure"),
-                          _inject_runtime_failure, {}, X_GOOD),
-    "writeback": (_no_fault, (RuntimeError, "injected write-back failure"), _inject_writeback_failure,
-                  {}, X_GOOD),
-    "writeback_apply_raises": (_no_fault, (RuntimeError, "injected write-back failure"),
-                               _inject_apply_failure, {}, X_GOOD),
+    "trace_immutable_write": (
+        _immutable_fault,
+        (hijaxc.ImmutableVariableError, "immutable"),
+        _nothing,
+        {},
+        X_BAD,
+    ),
+    "trace_structural_then_raise": (
+        _structural_fault,
+        (ValueError, "structural"),
+        _nothing,
+        {},
+        X_BAD,
+    ),
+    "trace_unthreaded_write_then_raise": (
+        _foreign_fault,
+        (ValueError, "unthreaded"),
+        _nothing,
+        {},
+        X_BAD,
+    ),
+    "collect_invalid_value": (
+        _invalid_value_fault,
+        (hijaxc.InvalidValueError, "_Opaque"),
+        _nothing,
+        {},
+        X_BAD,
+    ),
+    "compile": (
+        _no_fault,
+        (RuntimeError, "injected compile failure"),
+        _inject_compile_failure,
+        {},
+        X_BAD,
+    ),
+    "dispatch": (
+        _no_fault,
+        (RuntimeError, "injected dispatch failure"),
+        _inject_dispatch_failure,
+        {},
+        X_GOOD,
+    ),
+    "execution_no_donation": (
+        _runtime_fault,
+        (Exception, "injected runtime failure"),
+        _inject_runtime_failure,
+        {"donate": False},
+        X_GOOD,
+    ),
+    "execution_donated": (
+        _runtime_fault,
+        (Exception, "injected runtime failure"),
+        _inject_runtime_failure,
+        {},
+        X_GOOD,
+    ),
+    "writeback": (
+        _no_fault,
+        (RuntimeError, "injected write-back failure"),
+        _inject_writeback_failure,
+        {},
+        X_GOOD,
+    ),
+    "writeback_apply_raises": (
+        _no_fault,
+        (RuntimeError, "injected write-back failure"),
+        _inject_apply_failure,
+        {},
+        X_GOOD,
+    ),
 }
-_XFAIL = {"execution_donated": _DONATION_LOST, "writeback": _WRITEBACK_PARTIAL,
-          "writeback_apply_raises": _DONATION_LOST}
+_XFAIL = {
+    "execution_donated": _DONATION_LOST,
+    "writeback": _WRITEBACK_PARTIAL,
+    "writeback_apply_raises": _DONATION_LOST,
+}
 
 
 def _stage_params():
@@ -290,7 +360,9 @@ def _stage_params():
         for path in ("first_call", "steady_state"):
             if stage == "writeback_apply_raises" and path == "steady_state":
                 continue  # the steady state writes back without WriteBack.apply (see its own test)
-            marks = [pytest.mark.xfail(strict=True, reason=_XFAIL[stage])] if stage in _XFAIL else []
+            marks = (
+                [pytest.mark.xfail(strict=True, reason=_XFAIL[stage])] if stage in _XFAIL else []
+            )
             out.append(pytest.param(stage, path, marks=marks, id=f"{stage}-{path}"))
     return out
 
@@ -418,8 +490,10 @@ def test_transform_error_leaves_caller_state_unchanged():
     assert not X_GOOD.is_deleted()
 
 
-_EXEC_RAISING = ("def ex(v, x):\n    v[...] += x[:3]\n    if x.shape[0] == 4:\n"
-                 "        raise ValueError('raised by source-less code')\n    return v[...]\n")
+_EXEC_RAISING = (
+    "def ex(v, x):\n    v[...] += x[:3]\n    if x.shape[0] == 4:\n"
+    "        raise ValueError('raised by source-less code')\n    return v[...]\n"
+)
 
 
 def test_fault_in_function_without_source_leaves_state_unchanged():
@@ -465,14 +539,17 @@ def test_runtime_failure_without_donation_keeps_state_across_repeats():
     jf(world["m"], world["r"], X_GOOD)
     before = oracle.snapshot(world)
     for _ in range(3):
-        with _inject_runtime_failure(jf), pytest.raises(Exception, match="injected runtime failure"):
+        with (
+            _inject_runtime_failure(jf),
+            pytest.raises(Exception, match="injected runtime failure"),
+        ):
             jf(world["m"], world["r"], X_GOOD)
     oracle.assert_same(before, oracle.snapshot(world), rtol=0, atol=0)
 
 
-# ===================================================================================================
+# ==================================================================================================
 # 2. Bad input table (S3, S4, S10): error type, the object named, the user's file:line
-# ===================================================================================================
+# ==================================================================================================
 def var(x, **kw):
     return hijaxc.Variable(x if isinstance(x, (dict, list)) else jnp.asarray(x), **kw)
 
@@ -538,42 +615,89 @@ _ROW_BUGS = {}
 
 def _rows():
     """name -> (make(v) -> run, error type, names the message may use, lines it may cite)."""
-    jit_call = lambda fn, *a: (lambda: hijaxc.jit(fn)(*a))  # noqa: E731
+    jit_call = lambda fn, *a: lambda: hijaxc.jit(fn)(*a)  # noqa: E731
     return {
-        "generator": (lambda v: jit_call(_gen_fn, v), hijaxc.UnsupportedSyntaxError,
-                      ("_gen_fn",), (def_line(_gen_fn), line_of(_gen_fn, "yield"))),
-        "async_def": (lambda v: jit_call(_async_fn, v), hijaxc.UnsupportedSyntaxError,
-                      ("_async_fn",), (def_line(_async_fn),)),
-        "yield_inside": (lambda v: jit_call(_yield_inside, v), hijaxc.UnsupportedSyntaxError,
-                         ("_yield_inside", "yield"), (line_of(_yield_inside, "<- yield here"),)),
-        "store_str_via_setitem": (lambda v: jit_call(_store_str, v), hijaxc.InvalidValueError,
-                                  ("Variable", "args[0]"), (line_of(_store_str, "<- store str"),)),
-        "store_object_via_value": (lambda v: jit_call(_store_object, v), hijaxc.InvalidValueError,
-                                   ("Variable", "args[0]"), (line_of(_store_object, "<- store object"),)),
+        "generator": (
+            lambda v: jit_call(_gen_fn, v),
+            hijaxc.UnsupportedSyntaxError,
+            ("_gen_fn",),
+            (def_line(_gen_fn), line_of(_gen_fn, "yield")),
+        ),
+        "async_def": (
+            lambda v: jit_call(_async_fn, v),
+            hijaxc.UnsupportedSyntaxError,
+            ("_async_fn",),
+            (def_line(_async_fn),),
+        ),
+        "yield_inside": (
+            lambda v: jit_call(_yield_inside, v),
+            hijaxc.UnsupportedSyntaxError,
+            ("_yield_inside", "yield"),
+            (line_of(_yield_inside, "<- yield here"),),
+        ),
+        "store_str_via_setitem": (
+            lambda v: jit_call(_store_str, v),
+            hijaxc.InvalidValueError,
+            ("Variable", "args[0]"),
+            (line_of(_store_str, "<- store str"),),
+        ),
+        "store_object_via_value": (
+            lambda v: jit_call(_store_object, v),
+            hijaxc.InvalidValueError,
+            ("Variable", "args[0]"),
+            (line_of(_store_object, "<- store object"),),
+        ),
         "store_str_in_dict_variable": (
-            lambda v: jit_call(_store_str_in_dict, var({"k": jnp.zeros(())})), hijaxc.InvalidValueError,
-            ("Variable", "args[0]"), (line_of(_store_str_in_dict, "<- store in dict"),)),
-        "immutable_eager": (lambda v: (lambda: _write_immutable(var(1.0, mutable=False))),
-                            hijaxc.ImmutableVariableError, ("Variable", "args[0]"),
-                            (line_of(_write_immutable, "<- immutable write"),)),
-        "immutable_inside": (lambda v: jit_call(_write_immutable, var(1.0, mutable=False)),
-                             hijaxc.ImmutableVariableError, ("Variable", "args[0]"),
-                             (line_of(_write_immutable, "<- immutable write"),)),
-        "aliasing_error": (lambda v: (lambda: _call_aliased(v)), hijaxc.AliasingError,
-                           ("args[0]",), (line_of(_call_aliased, "<- aliased call"), def_line(_two))),
-        "global_rebinding": (lambda v: jit_call(_rebind_global, jnp.ones(3)), hijaxc.UnsupportedSyntaxError,
-                             ("_G",), (line_of(_rebind_global, "<- rebinds the global"),)),
-        "ref_and_immutable": (lambda v: _ref_immutable, hijaxc.InvalidValueError, ("Variable", "ref"),
-                              (line_of(_ref_immutable, "<- ref + immutable"),)),
+            lambda v: jit_call(_store_str_in_dict, var({"k": jnp.zeros(())})),
+            hijaxc.InvalidValueError,
+            ("Variable", "args[0]"),
+            (line_of(_store_str_in_dict, "<- store in dict"),),
+        ),
+        "immutable_eager": (
+            lambda v: lambda: _write_immutable(var(1.0, mutable=False)),
+            hijaxc.ImmutableVariableError,
+            ("Variable", "args[0]"),
+            (line_of(_write_immutable, "<- immutable write"),),
+        ),
+        "immutable_inside": (
+            lambda v: jit_call(_write_immutable, var(1.0, mutable=False)),
+            hijaxc.ImmutableVariableError,
+            ("Variable", "args[0]"),
+            (line_of(_write_immutable, "<- immutable write"),),
+        ),
+        "aliasing_error": (
+            lambda v: lambda: _call_aliased(v),
+            hijaxc.AliasingError,
+            ("args[0]",),
+            (line_of(_call_aliased, "<- aliased call"), def_line(_two)),
+        ),
+        "global_rebinding": (
+            lambda v: jit_call(_rebind_global, jnp.ones(3)),
+            hijaxc.UnsupportedSyntaxError,
+            ("_G",),
+            (line_of(_rebind_global, "<- rebinds the global"),),
+        ),
+        "ref_and_immutable": (
+            lambda v: _ref_immutable,
+            hijaxc.InvalidValueError,
+            ("Variable", "ref"),
+            (line_of(_ref_immutable, "<- ref + immutable"),),
+        ),
     }
 
 
 ROWS = _rows()
 
 
-@pytest.mark.parametrize("row", [
-    pytest.param(r, marks=[pytest.mark.xfail(strict=True, reason=_ROW_BUGS[r])] if r in _ROW_BUGS else [])
-    for r in ROWS])
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param(
+            r, marks=[pytest.mark.xfail(strict=True, reason=_ROW_BUGS[r])] if r in _ROW_BUGS else []
+        )
+        for r in ROWS
+    ],
+)
 def test_bad_input(row):
     make, exc, names, lines = ROWS[row]
     v = var(jnp.arange(3.0))
@@ -596,6 +720,7 @@ def test_bad_input(row):
 def test_bad_input_nested_generator_helper_is_not_rejected():
     """A generator *helper* defined inside the body is ordinary Python that traces fine: only the
     compiled function itself being a generator is unsupported."""
+
     def f(vs):
         def each():
             for v in vs:
@@ -631,7 +756,8 @@ def test_source_unavailable_warns_at_the_call_and_still_threads_arguments():
     assert "<string>" in str(w.message)
     where = (w.filename, w.lineno)
     assert where == (HERE, line_of(_call_exec_function, "<- call of the exec'd function")), (
-        f"the warning is attributed to {where[0]}:{where[1]}, not to the user's call")
+        f"the warning is attributed to {where[0]}:{where[1]}, not to the user's call"
+    )
 
 
 def test_variable_dtype_and_shape_change_between_calls_retraces_and_stays_correct():
@@ -642,8 +768,14 @@ def test_variable_dtype_and_shape_change_between_calls_retraces_and_stays_correc
         v[...] = v[...] * 2 + 1
         return v[...].sum()
 
-    seq = [jnp.zeros(3, jnp.float32), jnp.zeros(3, jnp.int32), jnp.zeros((2, 2), jnp.float32),
-           jnp.zeros(3, jnp.float32), jnp.zeros(5, jnp.bfloat16), jnp.zeros((2, 2), jnp.float32)]
+    seq = [
+        jnp.zeros(3, jnp.float32),
+        jnp.zeros(3, jnp.int32),
+        jnp.zeros((2, 2), jnp.float32),
+        jnp.zeros(3, jnp.float32),
+        jnp.zeros(5, jnp.bfloat16),
+        jnp.zeros((2, 2), jnp.float32),
+    ]
     for value in seq:
         v.value = value
         for k in range(3):
@@ -655,9 +787,9 @@ def test_variable_dtype_and_shape_change_between_calls_retraces_and_stays_correc
     assert f.step.stats["traces"] <= 2 * 4  # one per (dtype, shape) and donation mask, not per call
 
 
-# ===================================================================================================
+# ==================================================================================================
 # 3. Concurrency: one compiled function, many threads
-# ===================================================================================================
+# ==================================================================================================
 class Counted(nnx.Module):
     def __init__(self, d, seed):
         self.w = hijaxc.Param(jnp.linspace(0.0, 1.0, d) + seed)
@@ -722,8 +854,16 @@ def test_threads_first_call_race():
 def test_concurrent_transforms():
     from hijaxc import cache as hx_cache
 
-    fns = [_train, _slow_trace_train, _two, _write_immutable, _store_object, _store_str,
-           _call_aliased, _ref_immutable]
+    fns = [
+        _train,
+        _slow_trace_train,
+        _two,
+        _write_immutable,
+        _store_object,
+        _store_str,
+        _call_aliased,
+        _ref_immutable,
+    ]
     errors = []
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible
@@ -749,15 +889,19 @@ def test_concurrent_transforms():
     assert not errors, f"{len(errors)} concurrent transforms failed, e.g. {errors[0]}"
 
 
-# ===================================================================================================
+# ==================================================================================================
 # 4. Bounded resources (S8): caches and memory under shape / structure churn
-# ===================================================================================================
+# ==================================================================================================
 SHAPES = [(256, 256), (128, 512), (512, 128)]  # 256 KiB each: a leaked array per call shows in RSS
 
 
 def _jax_cache_sizes(step):
-    return [j._cache_size() for e in step.cache.values() for j in e.jitted.values()
-            if hasattr(j, "_cache_size")]
+    return [
+        j._cache_size()
+        for e in step.cache.values()
+        for j in e.jitted.values()
+        if hasattr(j, "_cache_size")
+    ]
 
 
 def _assert_bounded(step, signatures, max_masks=2):
@@ -826,6 +970,7 @@ def test_one_variable_changing_shape_every_call_stays_bounded():
 def test_structures_beyond_max_cache_are_evicted_and_stay_correct():
     """Lists of 1..10 Variables (ten graph structures) through a cache of 4: evictions, retraces,
     right values every time."""
+
     @hijaxc.jit
     def f(vs, x):
         for v in vs:
@@ -866,6 +1011,7 @@ def test_hot_structure_survives_a_stream_of_one_off_structures():
 def test_dict_variable_with_changing_keys_stays_bounded():
     """A Variable holding a dict whose keys change: the keys are the value's pytree structure, so
     jax's cache of the one jitted step holds one signature per key set, however many calls."""
+
     @hijaxc.jit
     def f(d, x):
         for k in d:
@@ -901,9 +1047,9 @@ def test_alternating_key_sets_trace_once_each():
     assert f.step.stats["traces"] <= 2 * 3, f.step.stats
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Donation and the cache must not keep state alive (S9; the memory side of S8)
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_first_call_donates_sole_references():
     v = var(jnp.zeros(1000))
 
@@ -924,6 +1070,7 @@ def test_execution_failure_after_donation_says_the_state_is_lost():
     Only an error raised by the call itself can be annotated (and, with donate=False, leave the
     state intact): a JAX that reports this execution error asynchronously (jax 0.4.38 does for
     some programs) raises it later, when a result is read, and then nothing here applies."""
+
     def f(v, kept):
         v[...] += 1.0
         kept[...] += 1.0

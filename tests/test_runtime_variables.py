@@ -2,6 +2,7 @@
 hijaxc), used eagerly: the Variable API, ``Ref``, ``var_defaults`` / ``use_hijax``,
 ``vars_as`` / ``with_vars`` / ``to_hijax`` / ``to_lojax`` over mixed trees, immutability (S3) and
 ``find_duplicates`` — including the seeds' cells."""
+
 import copy
 import inspect
 import operator
@@ -12,9 +13,9 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from oracle import PYTREE, data, optimizer
 
 import hijaxc
-from oracle import PYTREE, data, optimizer
 
 
 def lineno():
@@ -27,14 +28,16 @@ def assert_names_here(excinfo, line):
     assert f"{__file__}:{line}" in msg, f"expected {__file__}:{line} in {msg!r}"
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Variable: construction, reading, writing
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_variable_is_an_nnx_variable_and_defaults():
     v = hijaxc.Variable(jnp.array([1, 2, 3]))
     assert isinstance(v, nnx.Variable)
     assert (v.hijax, v.ref, v.mutable) == (True, False, True)
-    assert isinstance(hijaxc.Param(1.0), nnx.Param) and isinstance(hijaxc.Param(1.0), hijaxc.Variable)
+    assert isinstance(hijaxc.Param(1.0), nnx.Param) and isinstance(
+        hijaxc.Param(1.0), hijaxc.Variable
+    )
     assert isinstance(hijaxc.BatchStat(1.0), nnx.BatchStat)
     np.testing.assert_array_equal(v[...], [1, 2, 3])
     np.testing.assert_array_equal(v.value, [1, 2, 3])
@@ -151,9 +154,22 @@ def test_ref_variable_raw_value_is_a_ref():
     assert isinstance(v.get_value(), jax.Array)
 
 
-@pytest.mark.parametrize("op", [operator.add, operator.sub, operator.mul, operator.truediv,
-                                operator.floordiv, operator.mod, operator.pow, operator.lt,
-                                operator.le, operator.gt, operator.ge])
+@pytest.mark.parametrize(
+    "op",
+    [
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.truediv,
+        operator.floordiv,
+        operator.mod,
+        operator.pow,
+        operator.lt,
+        operator.le,
+        operator.gt,
+        operator.ge,
+    ],
+)
 def test_binary_operators_act_on_value(op):
     x = jnp.array([1.0, 2.0, 4.0])
     v = hijaxc.Variable(x)
@@ -201,9 +217,9 @@ def test_metadata():
     assert w.tag == "w"
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # repr
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_repr_in_the_seeds_style():
     r = repr(hijaxc.Variable(jnp.array([1, 2, 3])))
     assert r.startswith("Variable( # 3 (12 B)"), r
@@ -218,9 +234,9 @@ def test_repr_in_the_seeds_style():
     assert "value=Ref(0, dtype=int32, weak_type=True)" in ref and "ref=True" in ref
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Variables are pytrees
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_tree_leaves_map_keep_type_and_flags():
     v = hijaxc.Variable({"a": jnp.ones(2), "b": jnp.zeros(1)}, hijax=False)
     assert len(jax.tree.leaves(v)) == 2
@@ -285,9 +301,9 @@ def test_variables_in_modules_split_merge_filters():
     np.testing.assert_array_equal(nnx.state(m, nnx.Param)["w"].value, [3, 4])
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Ref
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_ref_repr_read_write():
     r = hijaxc.Ref(0)
     assert repr(r) == "Ref(0, dtype=int32, weak_type=True)"
@@ -303,9 +319,9 @@ def test_ref_repr_read_write():
     assert len(jax.tree.leaves(r2)) == 1
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Mode flags: var_defaults, use_hijax
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_var_defaults_read():
     d = hijaxc.var_defaults()
     assert (d.hijax, d.ref) == (True, False)
@@ -372,9 +388,9 @@ def test_nnx_modules_under_var_defaults():  # seed 001 "Changing Status"
     assert "hijax=True" in repr(hijax_model.kernel)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # vars_as / with_vars / to_hijax / to_lojax
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _all_vars(tree):
     out = []
 
@@ -411,9 +427,15 @@ def _mixed_tree():
     return {"h": hv, "f": fv, "list": [fp, hv], "tuple": (model,), "model": model}
 
 
-@pytest.mark.parametrize("convert,flag", [(hijaxc.to_lojax, False), (hijaxc.to_hijax, True),
-                                          (lambda t: hijaxc.vars_as(t, hijax=False), False),
-                                          (lambda t: hijaxc.with_vars(t, hijax=False), False)])
+@pytest.mark.parametrize(
+    "convert,flag",
+    [
+        (hijaxc.to_lojax, False),
+        (hijaxc.to_hijax, True),
+        (lambda t: hijaxc.vars_as(t, hijax=False), False),
+        (lambda t: hijaxc.with_vars(t, hijax=False), False),
+    ],
+)
 def test_conversions_over_mixed_trees(convert, flag):
     tree = _mixed_tree()
     before = [(v, _raw(v)) for v in _all_vars(tree)]
@@ -497,17 +519,21 @@ def test_ref_with_immutable_is_rejected():
 def test_immutable_writes_raise_naming_this_line():
     v = hijaxc.Variable(jnp.array([1.0, 2.0]), mutable=False)
     with pytest.raises(hijaxc.ImmutableVariableError) as e:
-        line = lineno(); v[...] = jnp.zeros(2)  # noqa: E702
+        line = lineno() + 1
+        v[...] = jnp.zeros(2)
     assert_names_here(e, line)
     assert "Variable" in str(e.value)
     with pytest.raises(hijaxc.ImmutableVariableError) as e:
-        line = lineno(); v[0] += 1  # noqa: E702
+        line = lineno() + 1
+        v[0] += 1
     assert_names_here(e, line)
     with pytest.raises(hijaxc.ImmutableVariableError) as e:
-        line = lineno(); v.value = jnp.zeros(2)  # noqa: E702
+        line = lineno() + 1
+        v.value = jnp.zeros(2)
     assert_names_here(e, line)
     with pytest.raises(hijaxc.ImmutableVariableError) as e:
-        line = lineno(); v.set_value(jnp.zeros(2))  # noqa: E702
+        line = lineno() + 1
+        v.set_value(jnp.zeros(2))
     assert_names_here(e, line)
     with pytest.raises(hijaxc.ImmutableVariableError):
         v += 1
@@ -518,14 +544,15 @@ def test_immutable_writes_raise_naming_this_line():
 def test_immutable_param_in_module_names_its_type():
     frozen = hijaxc.vars_as(nnx.Linear(1, 2, rngs=nnx.Rngs(0)), mutable=False)
     with pytest.raises(hijaxc.ImmutableVariableError) as e:
-        line = lineno(); frozen.bias[...] = jnp.ones(2)  # noqa: E702
+        line = lineno() + 1
+        frozen.bias[...] = jnp.ones(2)
     assert_names_here(e, line)
     assert "Param" in str(e.value)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # find_duplicates (seed 001 "Reference Sharing")
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 class SharedVariables(PYTREE):
     def __init__(self):
         self.a = nnx.Variable(jnp.array(0))

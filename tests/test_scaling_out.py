@@ -5,6 +5,7 @@ restore of sharded state on 8 CPU devices).
 Every example run is a subprocess in its own session, killed with its whole process group at a
 deadline, so no test can hang; the multi-process example's launcher also stops its workers as soon
 as one fails (tested below)."""
+
 import json
 import os
 import signal
@@ -26,16 +27,25 @@ def run(cmd, timeout, env=None):
     """(returncode, stdout, stderr, seconds); on timeout the whole process group is killed and
     the test fails."""
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = p.communicate(timeout=max(timeout, 1))
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
         _kill_workers(out)
-        pytest.fail(f"{os.path.basename(cmd[1])} {' '.join(cmd[2:])}: still running after "
-                    f"{timeout:.0f} s\n{out[-2000:]}\n{err[-3000:]}")
+        pytest.fail(
+            f"{os.path.basename(cmd[1])} {' '.join(cmd[2:])}: still running after "
+            f"{timeout:.0f} s\n{out[-2000:]}\n{err[-3000:]}"
+        )
     return p.returncode, out, err, time.monotonic() - t0
 
 
@@ -63,15 +73,25 @@ def _alive(pid):
 
 def _result(out):
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _launch(tmp_path, processes, deadline):
     npz = str(tmp_path / f"state_{processes}.npz")
     left = deadline - time.monotonic()
-    rc, out, err, secs = run([sys.executable, MULTIPROCESS, "--processes", str(processes),
-                              "--save-state", npz, "--timeout", str(max(left - 5, 1))],
-                             timeout=left)
+    rc, out, err, secs = run(
+        [
+            sys.executable,
+            MULTIPROCESS,
+            "--processes",
+            str(processes),
+            "--save-state",
+            npz,
+            "--timeout",
+            str(max(left - 5, 1)),
+        ],
+        timeout=left,
+    )
     assert rc == 0, out[-3000:] + err[-5000:]
     assert _workers(out) and not any(_alive(pid) for pid in _workers(out))
     return _result(out), dict(np.load(npz)), secs
@@ -91,7 +111,9 @@ def test_multiprocess_training_matches_nnx_jit_and_one_process(tmp_path):
 
     # every Variable (parameters, BatchNorm statistics, Adam state, step) kept its sharding
     for r in (two, one):
-        assert r["hijaxc"]["changed"] == [] and r["hijaxc"]["kept"] == r["hijaxc"]["n_variables"] >= 19
+        assert (
+            r["hijaxc"]["changed"] == [] and r["hijaxc"]["kept"] == r["hijaxc"]["n_variables"] >= 19
+        )
     specs = ours["specs"]
     assert "'model'" in specs["linear.kernel"] and "'model'" in specs["bn.mean"], specs
 
@@ -106,8 +128,9 @@ def test_multiprocess_training_matches_nnx_jit_and_one_process(tmp_path):
 
 def test_multiprocess_failure_stops_every_process():
     t0 = time.monotonic()
-    rc, out, err, _ = run([sys.executable, MULTIPROCESS, "--fail-process", "1", "--timeout", "60"],
-                             timeout=BUDGET_S)
+    rc, out, err, _ = run(
+        [sys.executable, MULTIPROCESS, "--fail-process", "1", "--timeout", "60"], timeout=BUDGET_S
+    )
     assert rc != 0
     assert "failing on purpose" in err and "stopping the others" in err, err[-3000:]
     pids = _workers(out)
@@ -119,19 +142,23 @@ def test_import_hijaxc_leaves_the_backend_alone():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import jax, hijaxc\n"
-            f"jax.distributed.initialize('127.0.0.1:{port}', num_processes=1, process_id=0)\n"
-            "print('ok')\n")
-    rc, out, err, _ = run([sys.executable, "-c", code], timeout=60,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    code = (
+        "import jax, hijaxc\n"
+        f"jax.distributed.initialize('127.0.0.1:{port}', num_processes=1, process_id=0)\n"
+        "print('ok')\n"
+    )
+    rc, out, err, _ = run(
+        [sys.executable, "-c", code], timeout=60, env=dict(os.environ, JAX_PLATFORMS="cpu")
+    )
     assert rc == 0 and out.strip().endswith("ok"), err[-2000:]
 
 
 def test_checkpoint_resume_equals_uninterrupted_run():
     pytest.importorskip("orbax.checkpoint")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    rc, out, err, _ = run([sys.executable, CHECKPOINTING, "--steps", "3", "3"], timeout=BUDGET_S,
-                             env=env)
+    rc, out, err, _ = run(
+        [sys.executable, CHECKPOINTING, "--steps", "3", "3"], timeout=BUDGET_S, env=env
+    )
     assert rc == 0, out[-3000:] + err[-5000:]
     assert "same losses: True" in out
     assert "same final state: True" in out

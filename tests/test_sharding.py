@@ -1,5 +1,6 @@
 """S11 on 8 simulated CPU devices.  JAX fixes its device count at start-up, so each check runs in a
 subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``."""
+
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def test_sharded_training_example_keeps_shardings_and_values():
 
 
 def test_sharded_variables_pinned_donated_and_passthrough(tmp_path):
-    out = run8("""
+    out = run8(
+        """
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
         import hijaxc
@@ -60,7 +62,9 @@ def test_sharded_variables_pinned_donated_and_passthrough(tmp_path):
         step(x)
         assert not held.is_deleted()       # the user still holds it: never donated
         print("ok")
-    """, tmp_path=tmp_path)
+    """,
+        tmp_path=tmp_path,
+    )
     assert out.strip().endswith("ok")
 
 
@@ -130,8 +134,11 @@ print("ok", kind)
 def test_explicit_auto_and_mixed_meshes_follow_jax_jit(tmp_path):
     import pytest
 
-    probe = subprocess.run([sys.executable, "-c", "import jax; print(hasattr(jax.sharding, 'AxisType'))"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; print(hasattr(jax.sharding, 'AxisType'))"],
+        capture_output=True,
+        text=True,
+    )
     if probe.stdout.strip() != "True":
         pytest.skip("this JAX has no mesh axis types (jax.sharding.AxisType)")
     path = os.path.join(str(tmp_path), "mesh_script.py")

@@ -1,4 +1,5 @@
 """S7: state threaded through nested control flow and transforms, against Python-loop oracles."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,7 @@ def test_cond_inside_scan_inside_grad():
                 return y, y
 
             total, _ = jax.lax.scan(body, 0.0, xs)
-            return total ** 2
+            return total**2
 
         return jax.value_and_grad(loss)(w)
 
@@ -37,7 +38,7 @@ def test_cond_inside_scan_inside_grad():
         return c
 
     t = total(2.0)
-    assert np.isclose(value, t ** 2)
+    assert np.isclose(value, t**2)
     assert np.isclose(g, 2 * t * (1.0 - 1.0 + 3.0))  # d total/dw = 1 - 1 + 3
     assert int(calls[...]) == 3
     s, c = 0.0, 0.0
@@ -59,9 +60,14 @@ def test_while_loop_and_switch_mutate_captured_state():
         def body(c):
             v[...] = v[...] * 2
             i = c % 3
-            jax.lax.switch(i, [lambda: hits.__setitem__(0, hits[0] + 1),
-                               lambda: hits.__setitem__(1, hits[1] + 1),
-                               lambda: hits.__setitem__(2, hits[2] + 1)])
+            jax.lax.switch(
+                i,
+                [
+                    lambda: hits.__setitem__(0, hits[0] + 1),
+                    lambda: hits.__setitem__(1, hits[1] + 1),
+                    lambda: hits.__setitem__(2, hits[2] + 1),
+                ],
+            )
             return c + 1
 
         return jax.lax.while_loop(cond, body, 0)
@@ -146,10 +152,14 @@ def test_grad_through_immutable_module_and_batchnorm_stats():
     assert g.kernel[...].shape == (2, 3)
     # BatchNorm (captured by the loss) updated its running mean once, with primal values
     h = lin(x)
-    np.testing.assert_allclose(model.mean[...], (1 - model.momentum) * h.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.mean[...], (1 - model.momentum) * h.mean(0), rtol=1e-5, atol=1e-6
+    )
 
 
-@pytest.mark.skipif(not hasattr(nnx, "var_defaults"), reason="this flax has no native hijax Variables")
+@pytest.mark.skipif(
+    not hasattr(nnx, "var_defaults"), reason="this flax has no native hijax Variables"
+)
 def test_flax_native_hijax_variables_are_read_and_written_through_flax():
     v = nnx.Variable(jnp.array(0), hijax=True)
 

@@ -12,6 +12,7 @@ to run in seconds on CPU with synthetic data.  Each module exposes
 
 The names below feature-detect API differences between flax versions (never version strings).
 """
+
 import inspect
 
 from flax import nnx
@@ -38,11 +39,13 @@ def missing(*names, where=nnx):
     if absent:
         return f"{getattr(where, '__name__', where)} lacks {', '.join(absent)} in this environment"
     return None
+
+
 #: flax >= 0.11: ``nnx.merge(..., copy=True)``, needed to mutate merged Variables inside ``grad``
 #: (flax 0.10.4 has no ``copy`` and always builds new Variables).
 MERGE_COPY = "copy" in inspect.signature(nnx.merge).parameters
 
 
 def merge(*args):
-  """``nnx.merge(*args, copy=True)`` where flax has ``copy`` (see ``MERGE_COPY``)."""
-  return nnx.merge(*args, copy=True) if MERGE_COPY else nnx.merge(*args)
+    """``nnx.merge(*args, copy=True)`` where flax has ``copy`` (see ``MERGE_COPY``)."""
+    return nnx.merge(*args, copy=True) if MERGE_COPY else nnx.merge(*args)

@@ -5,6 +5,7 @@ state, and compare each jitted run with the eager one (tests/oracle.py's ``snaps
 
 ``python tests/corpus/harness.py NAME`` prints the outcomes as JSON (used by tests/test_corpus.py
 for the 8-device programs, which need ``XLA_FLAGS`` set before JAX starts)."""
+
 import functools
 import importlib
 import json
@@ -50,9 +51,16 @@ def _scaled(e, j):
     """``(eager, jitted)`` snapshots with each pair of float arrays divided by the eager scale."""
     if not (isinstance(e, tuple) and isinstance(j, tuple) and len(e) == len(j)):
         return e, j
-    if (len(e) == 4 and isinstance(e[0], str) and e[0] == j[0] == "array" and isinstance(e[3], np.ndarray)
-            and isinstance(j[3], np.ndarray) and e[3].shape == j[3].shape
-            and np.issubdtype(e[3].dtype, np.inexact) and np.issubdtype(j[3].dtype, np.inexact)):
+    if (
+        len(e) == 4
+        and isinstance(e[0], str)
+        and e[0] == j[0] == "array"
+        and isinstance(e[3], np.ndarray)
+        and isinstance(j[3], np.ndarray)
+        and e[3].shape == j[3].shape
+        and np.issubdtype(e[3].dtype, np.inexact)
+        and np.issubdtype(j[3].dtype, np.inexact)
+    ):
         scale = max(float(np.max(np.abs(e[3]), initial=0.0)), FLOOR)
         return e[:3] + (e[3] / scale,), j[:3] + (j[3] / scale,)
     pairs = [_scaled(a, b) for a, b in zip(e, j)]
