@@ -35,9 +35,29 @@ regression files).  Every feature in ``FEATURES`` can be left out with ``avoid=`
 generator includes them all.
 """
 from .generator import FEATURES, KNOWN_BUGS, Generator, generate
-from .model import Chooser, Function, HypothesisChooser, Obj, Program, RandomChooser, Scope
-from .runner import (ATOL, RTOL, AtomicityError, EagerError, ProgramTimeout, Unstable,
-                     check_program, describe, failure, load, run_program, signature)
+from .model import (
+                     Chooser,
+                     Function,
+                     HypothesisChooser,
+                     Obj,
+                     Program,
+                     RandomChooser,
+                     Scope,
+)
+from .runner import (
+                     ATOL,
+                     RTOL,
+                     AtomicityError,
+                     EagerError,
+                     ProgramTimeout,
+                     Unstable,
+                     check_program,
+                     describe,
+                     failure,
+                     load,
+                     run_program,
+                     signature,
+)
 from .shrink import regression_file, shrink
 
 __all__ = ["ATOL", "FEATURES", "KNOWN_BUGS", "RTOL", "AtomicityError", "Chooser", "EagerError",

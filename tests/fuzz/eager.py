@@ -9,10 +9,11 @@ import functools
 import types
 
 import jax
+import oracle
 from flax import nnx
+from flax.nnx import tracers
 
 import hijaxc
-import oracle
 
 #: extra roots of the eager run (the case's arguments and state), set by the runner
 ROOTS = []
@@ -41,7 +42,7 @@ def reachable_state(roots):
             found.append(x)
             return
         if oracle._is_node(x):
-            for k, v in vars(x).items():
+            for v in vars(x).values():
                 walk(v, depth + 1)
         elif isinstance(x, (list, tuple)):
             for v in x:
@@ -99,10 +100,15 @@ def _py_value_and_grad(fun, argnums=0, has_aux=False, **kw):
     def wrapped(*args, **kwargs):
         state = reachable_state([ROOTS, fun, args, kwargs])
         saved = _save(state)
+        # flax refuses writes to its Variables from inside a transform it did not start: let the
+        # gradient pass write (tracers, put back right after)
+        valid = tracers.TraceState.is_valid
+        tracers.TraceState.is_valid = lambda self: True
         try:
             _, grads = _REAL["value_and_grad"](fun, argnums=argnums, has_aux=has_aux, **kw)(
                 *args, **kwargs)
         finally:
+            tracers.TraceState.is_valid = valid
             _restore(state, saved)
         return fun(*args, **kwargs), grads  # the mutation, once, with the primal values
 

@@ -2,8 +2,18 @@
 return statements, object paths and bounded expressions."""
 import itertools
 
-from .model import (FLOAT_KINDS, PRELUDE, SHAPES, Function, Obj, Program, Scope, fmt, instance,
-                    reaches)
+from .model import (
+    FLOAT_KINDS,
+    PRELUDE,
+    SHAPES,
+    Function,
+    Obj,
+    Program,
+    Scope,
+    fmt,
+    instance,
+    reaches,
+)
 
 
 class BaseMixin:
@@ -16,7 +26,10 @@ class BaseMixin:
         self._k = itertools.count()
         self.classes = []
         self.globals_ = []
+        self.sized_classes = []  # classes built with a size (only in factories: ``S(h)``)
         self.helpers = []  # module-level helper functions (source lines), called from functions
+        self.pool_scope = None  # the factory's objects, while a nested function is generated
+        self.factory_helpers = []  # helpers defined in the factory (closing over its objects)
 
     def fresh(self, prefix):
         return f"{prefix}{next(self._names)}"
@@ -29,6 +42,8 @@ class BaseMixin:
         lines = [PRELUDE]
         for _ in range(self.ch.integer(0, 3)):
             lines += [""] + self.class_def() + [""]
+        if "sized_module" not in self.avoid and self.ch.flag(15):
+            lines += [""] + self.sized_class() + [""]
         functions, body = [], []
         n = self.ch.integer(1, self.max_functions)
         for _ in range(n):
@@ -47,43 +62,27 @@ class BaseMixin:
         nested = self.ch.flag(50)  # defined inside make_*, so the objects are closure cells
         make = [f"def make_{fname}():"]
         pool = {}  # name in make -> Obj
+        rebuild = {}  # name in make -> () -> the expression of another object like it, or None
         pool_lines = []
         for _ in range(self.ch.integer(1, 4)):
             name = self.fresh("o")
-            what = self.ch.weighted([(5, "arr"), (3, "mod"), (2, "dict"), (1, "ref"), (1, "list"),
-                                     (1, "pydict"),
-                                     (1, "int")])
-            if what == "mod" and self.classes:
-                cls = self.ch.pick(self.classes)
-                obj, expr = instance(cls), f"{cls.name}()"
-            elif what == "dict":
-                obj, expr = self.new_dict_obj()
-            elif what == "ref":
-                shape = self.ch.pick(SHAPES)
-                obj, expr = Obj("ref", shape), f"hijaxc.Ref({self.init(shape)})"
-            elif what == "int":
-                obj, expr = Obj("int"), "hijaxc.Variable(jnp.array(0, jnp.int32))"
-            elif what == "pydict" and pool:
-                members = {f"m{j}": self.ch.pick(sorted(pool)) for j in range(self.ch.integer(1, 2))}
-                obj = Obj("pydict", attrs={k: pool[m] for k, m in members.items()})
-                expr = "{" + ", ".join(f"{k!r}: {m}" for k, m in members.items()) + "}"
-            elif what == "list" and pool:
-                members = [self.ch.pick(sorted(pool)) for _ in range(self.ch.integer(1, 3))]
-                obj = Obj("list", items=[pool[m] for m in members])
-                expr = f"[{', '.join(members)}]"
-            else:
-                obj, expr = self.new_arr_obj()
+            obj, expr, again = self.pool_object(pool)
             pool[name] = obj
+            rebuild[name] = again
             pool_lines.append(f"{name} = {expr}")
-        # reach one object through a second attribute
-        mods = [n for n, o in pool.items() if o.kind == "mod"]
+        # reach one object through a second attribute (weight tying: a Variable of another Module)
+        mods = [n for n, o in pool.items() if o.kind == "mod" and not o.cls.sized]
         if mods and self.ch.flag(30):
             m = self.ch.pick(mods)
-            other = self.ch.pick(sorted(pool))
-            if pool[other].kind not in ("list", "pydict", "ref") and not reaches(pool[other], pool[m]):
+            cands = [(p, o) for p, o in self.paths(Scope(dict(pool), {}),
+                                                   lambda o: o.kind in ("arr", "dict", "mod", "nnx"))
+                     if not o.lojax and not reaches(o, pool[m])]
+            if cands:
+                other, o = self.ch.pick(cands)
                 attr = self.fresh("x")
                 pool_lines.append(f"{m}.{attr} = {other}")
-                pool[m].attrs[attr] = pool[other]
+                pool[m].attrs[attr] = o
+                rebuild[m] = None  # a fresh instance would lack the attribute
         # module globals
         gl = {}
         for name in sorted(pool):
@@ -92,9 +91,10 @@ class BaseMixin:
                 self.globals_.append(g)
                 gl[g] = pool[name]
                 pool_lines.append(f"{g} = {name}")
-        if gl:
-            make.append(f"    global {', '.join(sorted(gl))}")
-        make += ["    " + s for s in pool_lines]
+        statics, static_lines, static_globals = self.static_sources(nested)
+        if gl or static_globals:
+            make.append(f"    global {', '.join(sorted(gl) + static_globals)}")
+        make += ["    " + s for s in static_lines + pool_lines]
         # arguments: objects from the pool (the same one twice = aliasing), then arrays
         params, argv = {}, []
         for _ in range(self.ch.integer(0, 3)):
@@ -102,6 +102,7 @@ class BaseMixin:
             p = f"p{len(params)}"
             params[p] = pool[name]
             argv.append(name)
+        lojax = self.lojax_params(params, argv, make, pool, rebuild)
         arrs = {"x": (3,)}
         argv.append(self.init((3,)))
         if self.ch.flag(30):
@@ -112,18 +113,24 @@ class BaseMixin:
             name = self.ch.pick(sorted(pool))
             kwonly[f"k{len(params)}"] = name
             params[f"k{len(params)}"] = pool[name]
+        static_params, static_kw, jit_opts = self.static_params(argv, statics)
         objs = dict(params)
         objs.update(gl)
         if nested:
             objs.update(pool)
-        scope = Scope(objs, dict(arrs))
+        scope = Scope(objs, dict(arrs), statics=tuple(statics))
         self.new_objs, self.new_attrs = [], []
+        self.factory_helpers = []
+        self.pool_scope = Scope(dict(pool), {}) if nested else None
         body = self.block(scope, self.ch.integer(1, self.max_stmts))
         body.append(self.return_stmt(scope))
-        sig = ", ".join([p for p in params if p not in kwonly] + list(arrs)
-                        + (["*"] + list(kwonly) if kwonly else []))
+        positional = [p for p in params if p not in kwonly] + list(arrs) + static_params
+        keyword = list(kwonly) + list(static_kw)
+        sig = ", ".join(positional + (["*"] + keyword if keyword else []))
         fn_lines = [f"def {fname}({sig}):"] + ["    " + s for s in body]
         if nested:
+            for h in self.factory_helpers:
+                make += ["    " + s for s in h]
             make += ["    " + s for s in fn_lines]
             out = make
         else:
@@ -133,15 +140,110 @@ class BaseMixin:
             if between:
                 out += ["    def between():"] + ["        " + x for x in between]
                 out.append(f"    BETWEEN[{fname!r}] = between")
+        if jit_opts:
+            out.append(f"    JIT[{fname!r}] = {jit_opts}")
+        kw_args = dict(kwonly)
+        kw_args.update(static_kw)
+        state = list(pool) + lojax
+        alt = self.other_arguments(argv, kw_args, rebuild, statics)
+        if alt is not None:
+            alt_lines, alt_args, alt_kw, alt_state = alt
+            out += ["    " + s for s in alt_lines]
+            out.append(f"    CALLS[{fname!r}] = [(({''.join(a + ', ' for a in alt_args)}), "
+                       f"{{{', '.join(f'{k!r}: {v}' for k, v in alt_kw.items())}}})]")
+            state += alt_state
         args = "".join(a + ", " for a in argv)
-        state = f"({''.join(n + ', ' for n in pool)})"
-        if kwonly:
-            kwargs = "{" + ", ".join(f"{k!r}: {n}" for k, n in kwonly.items()) + "}"
+        state = f"({''.join(n + ', ' for n in state)})"
+        if kw_args:
+            kwargs = "{" + ", ".join(f"{k!r}: {n}" for k, n in kw_args.items()) + "}"
             out.append(f"    return {fname}, ({args}), {kwargs}, {state}")
         else:
             out.append(f"    return {fname}, ({args}), {state}")
         calls = self.ch.integer(2, 3)
         return out, Function(fname, f"make_{fname}", calls)
+
+    def pool_object(self, pool):
+        """``(Obj, constructor expression, rebuild)`` of one object of a function's factory;
+        ``rebuild()`` gives the expression of another object usable in its place (or None)."""
+        what = self.ch.weighted([(5, "arr"), (3, "mod"), (2, "dict"), (1, "ref"), (1, "list"),
+                                 (1, "pydict"), (1, "int"),
+                                 (1 if "tuples" not in self.avoid else 0, "tuple"),
+                                 (1 if "rngs" not in self.avoid else 0, "rngs"),
+                                 (1 if "optax" not in self.avoid else 0, "opt")])
+        if what == "mod" and self.classes + self.sized_classes:
+            cls = self.ch.pick(self.classes + self.sized_classes)
+            if cls.sized:
+                h = self.ch.integer(2, 4)
+                return instance(cls), f"{cls.name}({h})", lambda: f"{cls.name}({h + 1})"
+            return instance(cls), f"{cls.name}()", lambda: f"{cls.name}()"
+        if what == "dict":
+            obj, expr = self.new_dict_obj()
+            keys = dict(obj.keys)
+            return obj, expr, lambda: "hijaxc.Variable({" + ", ".join(
+                f"{k!r}: {self.init(sh)}" for k, sh in keys.items()) + "})"
+        if what == "ref":
+            shape = self.ch.pick(SHAPES)
+            return (Obj("ref", shape), f"hijaxc.Ref({self.init(shape)})",
+                    lambda: f"hijaxc.Ref({self.init(shape)})")
+        if what == "int":
+            e = "hijaxc.Variable(jnp.array(0, jnp.int32))"
+            return Obj("int"), e, lambda: "hijaxc.Variable(jnp.array(3, jnp.int32))"
+        if what == "pydict" and pool:
+            members = {f"m{j}": self.ch.pick(sorted(pool)) for j in range(self.ch.integer(1, 2))}
+            obj = Obj("pydict", attrs={k: pool[m] for k, m in members.items()})
+            expr = "{" + ", ".join(f"{k!r}: {m}" for k, m in members.items()) + "}"
+            return obj, expr, lambda: (expr[:-1] + f", 'extra': hijaxc.Variable({self.init((3,))})}}")
+        if what == "list" and pool:
+            members = [self.ch.pick(sorted(pool)) for _ in range(self.ch.integer(1, 3))]
+            obj = Obj("list", items=[pool[m] for m in members])
+            expr = f"[{', '.join(members)}]"
+            return obj, expr, lambda: f"[{', '.join(members)}, hijaxc.Variable({self.init((3,))})]"
+        if what == "tuple" and pool:
+            return self.new_tuple(pool)
+        if what == "rngs":
+            return self.new_rngs()
+        if what == "opt":
+            shape = self.ch.pick(SHAPES)
+            e = f"hijaxc.Variable(TX.init({self.init(shape)}))"
+            return Obj("opt", shape), e, None
+        obj, expr = self.new_arr_obj()
+        cls = expr.split("(")[0]
+        other = {"hijaxc.Param": "hijaxc.Variable"}.get(cls, "hijaxc.Param")
+        ref = ", ref=True" if expr.endswith("ref=True)") else ""
+        if obj.kind == "nnx":
+            return obj, expr, lambda: f"{cls}({self.init(obj.shape)})"
+        return obj, expr, lambda: f"{other}({self.init(obj.shape)}{ref})"
+
+    def other_arguments(self, argv, kw_args, rebuild, statics):
+        """Arguments for the later calls (S8: a retrace must be correct): other objects like the
+        first ones (another class, another size, one more item, another Rngs), other arrays, other
+        static values.  ``(lines, args, kwargs, state)`` or None."""
+        if "vary_args" in self.avoid or not self.ch.flag(25):
+            return None
+        lines, state, made = [], [], {}
+
+        def other(a):
+            if a in rebuild:
+                if rebuild[a] is None or not self.ch.flag(60):
+                    return a
+                if a not in made:
+                    name = self.fresh("alt")
+                    lines.append(f"{name} = {rebuild[a]()}")
+                    state.append(name)
+                    made[a] = name
+                return made[a]
+            if a.startswith("_v("):
+                shape = a[3:a.rindex(",")]
+                return f"_v({shape}, {next(self._k)})" if self.ch.flag(60) else a
+            if a.startswith("lo"):
+                return a
+            if a.lstrip("-").replace(".", "").isdigit():  # a static value
+                return repr(type(eval(a))(eval(a) + 1)) if self.ch.flag(70) else a
+            return a
+
+        args = [other(a) for a in argv]
+        kw = {k: other(v) for k, v in kw_args.items()}
+        return lines, args, kw, state
 
     def between(self, pool):
         """Eager changes made to the caller's objects before every call but the first (the same
@@ -170,7 +272,7 @@ class BaseMixin:
                 if not mods:
                     continue
                 p, m = self.ch.pick(mods)
-                same = lambda o, a: (a in m.attrs and o.kind == m.attrs[a].kind  # noqa: E731
+                same = lambda o, a: (a in m.attrs and o.kind == m.attrs[a].kind
                                      and o.kind in ("arr", "nnx") and o.shape == m.attrs[a].shape)
                 olds = [a for a in sorted(m.attrs) if m.attrs[a].kind in ("arr", "nnx")]
                 if what == "attr":
@@ -223,9 +325,13 @@ class BaseMixin:
     def return_stmt(self, scope):
         items = []
         for _ in range(self.ch.integer(0, 3)):
-            what = self.ch.weighted([(3, "expr"), (2, "obj"), (1, "new")])
-            if what == "obj" and scope.objs:
-                items.append(self.ch.pick(self.paths(scope, lambda o: True))[0])
+            what = self.ch.weighted([(3, "expr"), (2, "obj"), (1, "new"), (1, "key")])
+            keys = self.paths(scope, lambda o: o.kind == "rngs")
+            if what == "key" and keys and "rngs" not in self.avoid:
+                path, o = self.ch.pick(keys)
+                items.append(f"{path}.{self.ch.pick(sorted(o.keys))}()")
+            elif what == "obj" and self.paths(scope, lambda o: not o.lojax):
+                items.append(self.ch.pick(self.paths(scope, lambda o: not o.lojax))[0])
             elif what == "new" and self.new_objs:
                 items.append(self.ch.pick(self.new_objs))
             else:
@@ -252,12 +358,15 @@ class BaseMixin:
             if obj.kind == "mod":
                 for a in sorted(obj.attrs):
                     walk(f"{path}.{a}", obj.attrs[a], depth + 1)
-            elif obj.kind == "pydict":
+            elif obj.kind in ("pydict", "mdict"):
                 for k in sorted(obj.attrs):
                     walk(f"{path}[{k!r}]", obj.attrs[k], depth + 1)
-            elif obj.kind == "list":
+            elif obj.kind in ("list", "mlist") or (obj.kind == "tuple" and not obj.named):
                 for i, it in enumerate(obj.items):
                     walk(f"{path}[{i}]", it, depth + 1)
+            elif obj.kind == "tuple":
+                for a, it in zip("ab", obj.items):
+                    walk(f"{path}.{a}", it, depth + 1)
 
         for name in sorted(scope.objs):
             walk(name, scope.objs[name], 0)
@@ -289,6 +398,8 @@ class BaseMixin:
         out += [n for n, s in sorted(scope.arrs.items()) if s == shape]
         if shape == ():
             out += [f"({n} * 0.25)" for n in scope.ints]
+            out += [f"jnp.float32({e} * 0.25)" if t == "int" else f"jnp.float32({e})"
+                    for e, t in scope.statics]
         return out
 
     def expr(self, scope, shape, depth=0):
@@ -301,7 +412,7 @@ class BaseMixin:
         if kind == "leaf":
             return self.ch.pick(leaves)
         op = self.ch.integer(0, 9)
-        a = lambda: self.expr(scope, shape, depth + 1)  # noqa: E731
+        a = lambda: self.expr(scope, shape, depth + 1)
         if op == 0:
             return f"0.5 * ({a()} + {a()})"
         if op == 1:

@@ -8,8 +8,9 @@ class ControlMixin:
         return scope.child(values_only=True, depth=scope.depth + 1)
 
     def st_control(self, scope):
-        kind = self.ch.weighted([(3, "fori"), (3, "cond"), (2, "scan"), (1, "switch"), (1, "while"),
-                                 (2, "wrapped"), (1, "vmap")])
+        kind = self.ch.weighted([(3, "fori"), (3, "cond"), (2, "scan"), (2, "switch"), (2, "while"),
+                                 (2, "wrapped"), (2, "vmap"),
+                                 (0 if "grad" in self.avoid else 4, "grad")])
         return getattr(self, f"cf_{kind}")(scope)
 
     def cf_vmap(self, scope):
@@ -22,7 +23,15 @@ class ControlMixin:
         out = self.fresh("t")
         scope.arrs[out] = (2, 3)
         body = self.ch.pick([f"0.5 * ({r} + {{}})", f"{r} * jnp.tanh({{}})", "{}"])
-        return [f"{out} = jax.vmap(lambda {r}: {body.format(self.expr(inner, (3,)))})({xs})"]
+        lines = [f"{out} = jax.vmap(lambda {r}: {body.format(self.expr(inner, (3,)))})({xs})"]
+        if "vmap_write" not in self.avoid and self.ch.flag(50):  # the output written to state
+            targets = self.paths(scope, lambda o: o.kind in ("arr", "ref") and o.shape in (
+                (2, 3), (3,)))
+            if targets:
+                path, o = self.ch.pick(targets)
+                lines.append(f"{path}[...] = {out}" if o.shape == (2, 3) else
+                             f"{path}[...] = 0.5 * ({path}[...] + {out}.mean(0))")
+        return lines
 
     def cf_wrapped(self, scope):
         """A nested function under jax.jit / hijaxc.jit / jax.checkpoint (decorator or call)."""
@@ -130,7 +139,13 @@ class ControlMixin:
         stmts = [f"{n}, {val} = {c}"] + self.block(inner, self.ch.integer(1, 3))
         stmts.append(f"return {n} + 1, 0.5 * ({val} + {self.expr(inner, s)})")
         out = self.fresh("t")
-        lines = [f"def {cond}({c}):", f"    return {c}[0] < {self.ch.integer(1, 3)}"]
+        limit = self.ch.integer(1, 3)
+        if self.ch.flag(50):  # a data-dependent exit (still at most ``limit`` iterations)
+            test = (f"jnp.logical_and({c}[0] < {limit}, "
+                    f"({c}[1]).mean() > {fmt(self.ch.pick(THRESHOLDS))} - 1.0)")
+        else:
+            test = f"{c}[0] < {limit}"
+        lines = [f"def {cond}({c}):", f"    return {test}"]
         lines += [f"def {body}({c}):"] + ["    " + x for x in stmts]
         lines.append(f"_, {out} = jax.lax.while_loop({cond}, {body}, (0, {self.expr(scope, s)}))")
         scope.arrs[out] = s

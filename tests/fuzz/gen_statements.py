@@ -18,7 +18,12 @@ class StatementsMixin:
                  (2 if full and scope.depth < 3 else 0, "nested"), (1 if full else 0, "pyloop"),
                  (2 if scope.depth < 3 and "module_helper" not in self.avoid else 0, "helper"),
                  (2 if full else 0, "newvar"), (3 if full else 0, "newattr"),
-                 (1 if full else 0, "append"), (2 if full else 0, "delattr")]
+                 (1 if full else 0, "append"), (2 if full else 0, "delattr"),
+                 (2 if "layers" not in self.avoid else 0, "layer"),
+                 (2 if "rngs" not in self.avoid else 0, "draw"),
+                 (2 if scope.statics and scope.depth < 3 else 0, "static"),
+                 (1 if full and "train_eval" not in self.avoid else 0, "traineval"),
+                 (2 if self.pool_scope is not None and scope.depth == 0 else 0, "fhelper")]
         kind = self.ch.weighted([(w, k) for w, k in kinds if w])
         return getattr(self, f"st_{kind}")(scope) or self.st_local(scope)
 
@@ -122,14 +127,42 @@ class StatementsMixin:
         return [f"{self.ch.pick(targets)[0]}[...] += 1"]
 
     def st_method(self, scope):
-        targets = self.paths(scope, lambda o: o.kind == "mod" and o.cls and o.cls.method)
+        targets = self.paths(scope, lambda o: o.kind == "mod" and o.cls and (
+            o.cls.method or o.cls.sized))
         if not targets:
             return None
         path, o = self.ch.pick(targets)
         name = self.fresh("t")
-        line = f"{name} = {path}.{o.cls.method}({self.expr(scope, (3,))})"
-        scope.arrs[name] = (3,)
+        if o.cls.sized:
+            line = f"{name} = {path}({self.expr(scope, (3,))})"
+            scope.arrs[name] = (3,)
+        elif o.cls.score and self.ch.flag(50):
+            call = self.ch.pick([f"{path}.score", path])
+            line = f"{name} = {call}({self.expr(scope, (3,))})"
+            scope.arrs[name] = ()
+        else:
+            line = f"{name} = {path}.{o.cls.method}({self.expr(scope, (3,))})"
+            scope.arrs[name] = (3,)
         return [line]
+
+    def st_layer(self, scope):
+        """A flax layer called (BatchNorm statistics, Dropout's Rngs)."""
+        targets = self.paths(scope, lambda o: o.kind == "layer")
+        if not targets:
+            return None
+        path, o = self.ch.pick(targets)
+        line = self.layer_call(path, o, self.expr(scope, (3,)))
+        name = self.fresh("t")
+        scope.arrs[name] = (3,)
+        return [f"{name} = {line}"]
+
+    def st_traineval(self, scope):
+        """``model.eval()`` / ``model.train()`` on a Module (its layers' modes change)."""
+        targets = self.paths(scope, lambda o: o.kind in ("mod", "layer") and not (
+            o.kind == "mod" and o.cls and o.cls.sized))
+        if not targets:
+            return None
+        return [f"{self.ch.pick(targets)[0]}.{self.ch.pick(['eval', 'train'])}()"]
 
     def st_newvar(self, scope):
         name = self.fresh("n")

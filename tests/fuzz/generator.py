@@ -35,7 +35,7 @@ FEATURES = {
     "sized_module": "Modules of one class with different sizes (a hidden size argument)",
     "lojax": "lojax (hijax=False) Variables passed as arguments",
     "static": "static configuration (closure, global, attribute, static_argnums/argnames)",
-    "static_kw": "static arguments passed by keyword (static_argnames)",
+    "static_kw": "static_argnames (static arguments named; passed by keyword or positionally)",
     "vary_args": "different arguments across calls (retraces)",
     "tuples": "state behind tuples and namedtuples",
     "rngs": "nnx.Rngs streams drawn inside the step",

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import random
 
+
 # -- choosers --------------------------------------------------------------------------------------
 class Chooser:
     """The source of every random decision.  ``integer(lo, hi)`` is the only primitive; everything
@@ -67,13 +68,20 @@ FLOAT_KINDS = ("arr", "ref", "nnx")
 class Obj:
     """One object in the generated program: ``arr`` (Variable with an array value), ``int`` (int32
     counter Variable), ``dict`` (Variable with a dict value), ``ref`` (hijaxc.Ref), ``mod``
-    (a Module instance) or ``list`` (a Python list of objects)."""
+    (a Module instance), ``list`` (a Python list of objects), ``pydict`` (a Python dict of objects),
+    ``tuple`` (a tuple, or a ``Pair`` namedtuple if ``named``), ``mlist`` / ``mdict`` (``nnx.List``
+    / ``nnx.Dict`` of sub-Modules), ``layer`` (a flax layer: ``sub`` is linear / bn / drop),
+    ``rngs`` (``nnx.Rngs``, streams in ``keys``), ``opt`` (a Variable holding an optax state for
+    a parameter of ``shape``), ``static`` (a Python int)."""
     kind: str
     shape: tuple = ()
-    keys: dict = None  # dict: key -> shape
+    keys: dict = None  # dict: key -> shape; rngs: stream names
     cls: object = None  # mod: ClassSpec
-    attrs: dict = None  # mod: attribute -> Obj
-    items: list = None  # list: [Obj]
+    attrs: dict = None  # mod / pydict / mdict: attribute -> Obj
+    items: list = None  # list / tuple / mlist: [Obj]
+    sub: str = None  # layer: linear / bn / drop
+    named: bool = False  # tuple: a namedtuple (fields a, b)
+    lojax: bool = False  # arr: a lojax (hijax=False) Variable (passed by value)
 
 
 @dataclasses.dataclass(eq=False)
@@ -82,6 +90,8 @@ class ClassSpec:
     lines: list  # source of the class
     template: Obj  # abstract instance (structure every instance starts with)
     method: str = None  # name of a values-only method taking one (3,) array, or None
+    score: bool = False  # has ``score(y)`` (a scalar, calling ``bump``) and ``__call__`` = score
+    sized: bool = False  # opaque Module built with a hidden size: only ``m(y)`` is used
 
 
 @dataclasses.dataclass
@@ -92,6 +102,7 @@ class Scope:
     values_only: bool = False  # inside a lax body / method: no structural changes, no new objects
     depth: int = 0  # nesting of function definitions
     no_control: bool = False  # no lax control flow here (avoid "lax_in_method")
+    statics: tuple = ()  # (expression, "int" | "float") static Python values in reach
 
     def child(self, **kw):
         return dataclasses.replace(self, objs=dict(self.objs), arrs=dict(self.arrs), **kw)
@@ -104,9 +115,9 @@ def _copy_instance(obj, memo):
     memo[id(obj)] = new
     if obj.kind == "dict":
         new.keys = dict(obj.keys)
-    if obj.kind == "mod":
+    if obj.kind in ("mod", "mdict"):
         new.attrs = {k: _copy_instance(v, memo) for k, v in obj.attrs.items()}
-    if obj.kind == "list":
+    if obj.kind in ("list", "mlist", "tuple"):
         new.items = [_copy_instance(v, memo) for v in obj.items]
     return new
 
@@ -123,8 +134,8 @@ def reaches(a, b, seen=None):
     if id(a) in seen:
         return False
     seen.add(id(a))
-    children = (list(a.attrs.values()) if a.kind in ("mod", "pydict") else
-                a.items if a.kind == "list" else [])
+    children = (list(a.attrs.values()) if a.kind in ("mod", "pydict", "mdict") else
+                a.items if a.kind in ("list", "tuple", "mlist") else [])
     return any(reaches(c, b, seen) for c in children)
 
 
@@ -150,13 +161,22 @@ class Program:
 
 
 PRELUDE = '''\
+import collections
+
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 import hijaxc
 
 BETWEEN = {}  # function name -> eager changes made before every call but the first
+CALLS = {}  # function name -> [(args, kwargs)] of the calls after the first (cycled)
+JIT = {}  # function name -> hijaxc.jit options (static_argnums / static_argnames)
+TX = optax.sgd(0.1, momentum=0.9)  # the optimizer of optax states held in Variables
+Pair = collections.namedtuple("Pair", "a b")
+LIST = getattr(nnx, "List", list)  # flax >= 0.12 wants nnx.List / nnx.Dict for Module containers
+DICT = getattr(nnx, "Dict", dict)
 EPS = 0.0  # relative perturbation of every initial value (the oracle's stability check)
 
 

@@ -11,8 +11,9 @@ import tempfile
 import traceback
 import warnings
 
-import hijaxc
 import oracle
+
+import hijaxc
 
 from . import eager as eager_ref
 from .eager import python_reference as python_control_flow
@@ -90,7 +91,7 @@ def _atomic_case(make):
             if between is not None and calls[0] > 1:
                 between()
             if other_args is not None and calls[0] > 1:
-                args, kwargs = other_args()[(calls[0] - 2) % len(other_args())]
+                args, kwargs = other_args[(calls[0] - 2) % len(other_args)]
             return args, kwargs
 
         def eager(*args, **kwargs):

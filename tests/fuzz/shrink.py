@@ -7,6 +7,7 @@ import textwrap
 from .model import Program
 from .runner import ProgramTimeout, failure, signature
 
+
 def _statement_slots(tree):
     """(node, field, index) of every statement below the top level's imports and helpers, in a
     fixed order (outer statements first, so whole functions and blocks go before their lines)."""
