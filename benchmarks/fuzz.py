@@ -30,7 +30,7 @@ TESTS = os.path.join(os.path.dirname(HERE), "tests")
 sys.path.insert(0, TESTS)
 warnings.simplefilter("ignore")
 
-import fuzz  # noqa: E402
+import fuzz
 
 
 def main(argv=None):

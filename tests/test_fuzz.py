@@ -9,10 +9,9 @@ ones.
 """
 import os
 
+import fuzz
 from hypothesis import HealthCheck, given, note, reject, settings
 from hypothesis import strategies as st
-
-import fuzz
 
 #: programs per run (each has 1-3 functions, each called 2-3 times eagerly and compiled)
 N = int(os.environ.get("HIJAXC_FUZZ_N", "150"))

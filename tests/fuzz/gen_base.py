@@ -272,8 +272,9 @@ class BaseMixin:
                 if not mods:
                     continue
                 p, m = self.ch.pick(mods)
-                same = lambda o, a: (a in m.attrs and o.kind == m.attrs[a].kind
-                                     and o.kind in ("arr", "nnx") and o.shape == m.attrs[a].shape)
+                def same(o, a, m=m):
+                    return (a in m.attrs and o.kind == m.attrs[a].kind
+                            and o.kind in ("arr", "nnx") and o.shape == m.attrs[a].shape)
                 olds = [a for a in sorted(m.attrs) if m.attrs[a].kind in ("arr", "nnx")]
                 if what == "attr":
                     a, sh = self.fresh("b"), self.ch.pick(SHAPES)
@@ -287,7 +288,7 @@ class BaseMixin:
                     lines.append(f"{p}.{a} = {cls}({self.init(o.shape)})")
                 elif what == "alias" and olds:
                     a = self.ch.pick(olds)
-                    cands = [(q, o) for q, o in self.paths(scope, lambda o: same(o, a))
+                    cands = [(q, o) for q, o in self.paths(scope, lambda o, a=a, same=same: same(o, a))
                              if o is not m.attrs[a]]
                     if cands:
                         q, o = self.ch.pick(cands)
@@ -307,7 +308,7 @@ class BaseMixin:
                     items = (list(enumerate(o.items)) if o.kind == "list" else
                              sorted(o.attrs.items()))
                     i, old = self.ch.pick(items)
-                    swap = [(q, x) for q, x in self.paths(scope, lambda x: x.kind == old.kind and x.kind in (
+                    swap = [(q, x) for q, x in self.paths(scope, lambda x, old=old: x.kind == old.kind and x.kind in (
                         "arr", "nnx", "ref") and x.shape == old.shape) if x is not old]
                     if swap and self.ch.flag(50):
                         q, x = self.ch.pick(swap)

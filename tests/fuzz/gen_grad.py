@@ -61,7 +61,7 @@ class GradMixin:
                 inner.arrs[q] = s
             else:  # not differentiated: a value, or an object the loss writes (a Module, say)
                 objs = self.paths(scope, lambda o: o.kind in ("mod", "arr", "dict", "rngs", "int"))
-                if objs and self.ch.flag(60):
+                if objs and "grad_state_arg" not in self.avoid and self.ch.flag(60):
                     path, o = self.ch.pick(objs)
                     operands.append(path)
                     inner.objs[q] = o

@@ -123,7 +123,9 @@ class StateMixin:
         """A function defined in the factory, outside the compiled function, closing over the
         factory's objects (tuples and namedtuples included), called from the compiled function."""
         name, z = self.fresh("fh"), self.fresh("z")
-        inner = Scope(dict(self.pool_scope.objs), {z: (3,)}, values_only=True, depth=1,
+        objs = {n: o for n, o in self.pool_scope.objs.items()
+                if "helper_tuples" not in self.avoid or not self._has_tuple(o)}
+        inner = Scope(objs, {z: (3,)}, values_only=True, depth=1,
                       statics=tuple(s for s in scope.statics if s[0][:1] in ("S", "c")))
         arg = self.expr(scope, (3,))
         body = self.block(inner, self.ch.integer(1, 3))

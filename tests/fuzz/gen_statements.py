@@ -215,7 +215,7 @@ class StatementsMixin:
     def st_delattr(self, scope):
         """``del`` an attribute this function added (the next call starts without it again)."""
         cands = [(p, m, a) for m, a in self.new_attrs if a in m.attrs
-                 for p, o in self.paths(scope, lambda o: o is m)]
+                 for p, o in self.paths(scope, lambda o, m=m: o is m)]
         if not cands:
             return None
         path, m, attr = self.ch.pick(cands)
@@ -261,6 +261,8 @@ class StatementsMixin:
         def own_globals():
             for g in self.globals_:
                 if g in scope.objs and "helper_globals" not in self.avoid and self.ch.flag(50):
+                    if "helper_tuples" in self.avoid and self._has_tuple(scope.objs[g]):
+                        continue
                     inner.objs[g] = scope.objs[g]
 
         definition, calls = self._function_called(scope, name, inner, twice, (1, 2), (1, 3),
@@ -301,3 +303,6 @@ class StatementsMixin:
         scope.arrs[out] = (3,)
         return definition, calls
 
+
+    def _has_tuple(self, obj):
+        return any(o.kind == "tuple" for _, o in self.paths(Scope({"_": obj}, {}), lambda o: True))

@@ -24,6 +24,7 @@ FEATURES = {
     "between_calls": "eager structural changes between calls",
     "grad": "jax.grad / jax.value_and_grad of losses that write state",
     "grad_aux": "has_aux=True (auxiliary outputs of the loss)",
+    "grad_state_arg": "Variables / Modules as non-differentiated grad arguments (also captured)",
     "grad_module": "a Module (vars_as(..., mutable=False)) as the differentiated argument",
     "grad_callable": "jax.grad(model) / jax.grad(model.method)",
     "optax": "an optax optimizer whose state lives in a Variable",
@@ -38,6 +39,7 @@ FEATURES = {
     "static_kw": "static_argnames (static arguments named; passed by keyword or positionally)",
     "vary_args": "different arguments across calls (retraces)",
     "tuples": "state behind tuples and namedtuples",
+    "helper_tuples": "tuples in the globals / closures of helpers defined outside the function",
     "rngs": "nnx.Rngs streams drawn inside the step",
 }
 
@@ -45,7 +47,11 @@ FEATURES = {
 #: it).  ``tests/test_fuzz.py`` avoids them so that it keeps finding *new* bugs; the long run
 #: (``benchmarks/fuzz.py``) includes them unless told ``--avoid-known``.  Delete an entry once its
 #: regression test passes.
-KNOWN_BUGS = {}
+KNOWN_BUGS = {
+    "grad_state_arg": "tests/regressions/test_regression_grad_nondiff_arg_alias.py",
+    "static_kw": "tests/regressions/test_regression_static_argnames.py",
+    "helper_tuples": "tests/regressions/test_regression_tuple_in_helper_globals.py",
+}
 
 
 def generate(ch, **kw):

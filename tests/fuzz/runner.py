@@ -114,7 +114,7 @@ def _atomic_case(make):
             except Exception as e:
                 try:
                     oracle.assert_same(before, oracle.snapshot(roots), rtol=0, atol=0)
-                except Exception as changed:
+                except Exception as changed:  # noqa: BLE001
                     raise AtomicityError(f"the call raised {type(e).__name__}: {str(e)[:300]}\n"
                                          f"and changed the caller's state: {changed}") from e
                 raise
@@ -248,7 +248,7 @@ def signature(exc):
 def failure(program, timeout=None):
     try:
         run_program(program, timeout)
-    except (Exception, ProgramTimeout) as e:
+    except (Exception, ProgramTimeout) as e:  # noqa: BLE001
         return e
     return None
 

@@ -114,7 +114,7 @@ def shrink(program, sig, *, budget=300, log=None, timeout=60, hangs=None):
         try:
             source = ast.unparse(tree) + "\n"
             compile(source, "<shrink>", "exec")
-        except Exception:
+        except Exception:  # noqa: BLE001
             return False
         if source == best.source:
             return False
