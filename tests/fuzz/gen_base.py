@@ -145,7 +145,13 @@ class BaseMixin:
         kw_args = dict(kwonly)
         kw_args.update(static_kw)
         state = list(pool) + lojax
-        alt = self.other_arguments(argv, kw_args, rebuild, statics)
+        # another object in place of an argument only where the function reaches it through that
+        # argument alone (not also as a global, a closure cell, another argument or an attribute)
+        passed = [a for a in argv + list(kw_args.values()) if a in pool]
+        alone = {n: again for n, again in rebuild.items()
+                 if not nested and passed.count(n) == 1 and not any(o is pool[n] for o in gl.values())
+                 and not any(reaches(o, pool[n]) for m, o in pool.items() if m != n)}
+        alt = self.other_arguments(argv, kw_args, alone, statics)
         if alt is not None:
             alt_lines, alt_args, alt_kw, alt_state = alt
             out += ["    " + s for s in alt_lines]

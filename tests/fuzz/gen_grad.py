@@ -4,7 +4,25 @@ on Modules passed as non-differentiated arguments), ``jax.grad(model)`` / ``jax.
 and the gradient applied by hand or by an optax optimizer whose state lives in a Variable.  The
 differentiated arguments are arrays (often a Variable's value) or Modules given as
 ``hijaxc.vars_as(m, mutable=False)``; the loss never writes them."""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
 from .model import SHAPES, Scope
+
+
+def _modules_are_pytrees():
+    """flax >= 0.11: ``jax.grad`` can take a Module (0.10.4's Modules are not pytrees)."""
+    class _M(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.zeros(1))
+
+    m = _M()
+    return jax.tree.leaves(m)[0] is not m
+
+
+#: whether a Module can be a differentiated argument here (else that option is not generated)
+MODULES_ARE_PYTREES = _modules_are_pytrees()
 
 
 def _float_module(o, seen=None):
@@ -37,7 +55,8 @@ class GradMixin:
             if k in diff:
                 mods = [(p, o) for p, o in self.paths(scope, lambda o: o.kind == "mod")
                         if _float_module(o)]
-                if mods and "grad_module" not in self.avoid and self.ch.flag(30):
+                if (mods and MODULES_ARE_PYTREES and "grad_module" not in self.avoid
+                        and self.ch.flag(30)):
                     path, o = self.ch.pick(mods)
                     operands.append(f"hijaxc.vars_as({path}, mutable=False)")
                     leaves = [(p[1:], x) for p, x in self.paths(Scope({"_": o}, {}),
