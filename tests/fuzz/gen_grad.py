@@ -37,6 +37,21 @@ def _float_module(o, seen=None):
     return o.kind in ("arr", "dict") and not o.lojax
 
 
+def _tied(o):
+    """Whether Module ``o`` reaches one Variable through two attributes (weight tying)."""
+    seen, stack = [], [o]
+    while stack:
+        x = stack.pop()
+        for c in (x.attrs or {}).values() if x.kind == "mod" else ():
+            if c.kind == "mod":
+                stack.append(c)
+            elif any(c is s for s in seen):
+                return True
+            else:
+                seen.append(c)
+    return False
+
+
 class GradMixin:
     def cf_grad(self, scope):
         if "grad_callable" not in self.avoid and self.ch.flag(20):
@@ -54,7 +69,7 @@ class GradMixin:
             params.append(q)
             if k in diff:
                 mods = [(p, o) for p, o in self.paths(scope, lambda o: o.kind == "mod")
-                        if _float_module(o)]
+                        if _float_module(o) and ("grad_tied" not in self.avoid or not _tied(o))]
                 if (mods and MODULES_ARE_PYTREES and "grad_module" not in self.avoid
                         and self.ch.flag(30)):
                     path, o = self.ch.pick(mods)

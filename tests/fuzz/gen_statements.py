@@ -197,7 +197,7 @@ class StatementsMixin:
         attr = self.fresh("e")
         if what == "existing":
             cands = [(p, o) for p, o in self.paths(scope, lambda o: o.kind in ("arr", "dict", "mod"))
-                     if not reaches(o, m)]
+                     if not reaches(o, m) and not o.lojax]
             if cands:
                 p, o = self.ch.pick(cands)
                 m.attrs[attr] = o

@@ -26,6 +26,7 @@ FEATURES = {
     "grad_aux": "has_aux=True (auxiliary outputs of the loss)",
     "grad_state_arg": "Variables / Modules as non-differentiated grad arguments (also captured)",
     "grad_module": "a Module (vars_as(..., mutable=False)) as the differentiated argument",
+    "grad_tied": "a differentiated Module that reaches one Variable through two attributes",
     "grad_callable": "jax.grad(model) / jax.grad(model.method)",
     "optax": "an optax optimizer whose state lives in a Variable",
     "vmap_write": "vmap outputs written to Variables",
@@ -51,6 +52,7 @@ KNOWN_BUGS = {
     "grad_state_arg": "tests/regressions/test_regression_grad_nondiff_arg_alias.py",
     "static_kw": "tests/regressions/test_regression_static_argnames.py",
     "helper_tuples": "tests/regressions/test_regression_tuple_in_helper_globals.py",
+    "grad_tied": "tests/regressions/test_regression_grad_tied_weights.py",
 }
 
 
