@@ -37,6 +37,9 @@ class ControlMixin:
         """A nested function under jax.jit / hijaxc.jit / jax.checkpoint (decorator or call)."""
         name, z = self.fresh("g"), self.fresh("z")
         inner = self.body_scope(scope)
+        # (a lojax Variable captured by an inner jit is passed by value there: its writes are
+        # dropped, which the eager reference, running the inner function as is, cannot know)
+        inner.objs = {k: o for k, o in inner.objs.items() if not o.lojax}
         inner.arrs[z] = (3,)
         stmts = self.block(inner, self.ch.integer(1, 3))
         stmts.append(f"return {self.expr(inner, (3,))}")
