@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, note, reject, settings
 from hypothesis import strategies as st
 
 #: programs per run (each has 1-3 functions, each called 2-3 times eagerly and compiled)
-N = int(os.environ.get("HIJAXC_FUZZ_N", "120"))
+N = int(os.environ.get("HIJAXC_FUZZ_N", "250"))
 
 
 @settings(max_examples=N, derandomize=True, database=None, deadline=None, print_blob=False,
