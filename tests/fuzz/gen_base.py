@@ -27,6 +27,8 @@ class BaseMixin:
         self.classes = []
         self.globals_ = []
         self.sized_classes = []  # classes built with a size (only in factories: ``S(h)``)
+        self.diffed = []  # Modules differentiated somewhere (their later attributes stay float)
+        self.diffed_classes = set()  # names of classes with a differentiated instance
         self.helpers = []  # module-level helper functions (source lines), called from functions
         self.pool_scope = None  # the factory's objects, while a nested function is generated
         self.factory_helpers = []  # helpers defined in the factory (closing over its objects)
@@ -292,7 +294,7 @@ class BaseMixin:
                     cls = "nnx.Param" if o.kind == "nnx" else "hijaxc.Param"
                     m.attrs[a] = Obj(o.kind, o.shape)
                     lines.append(f"{p}.{a} = {cls}({self.init(o.shape)})")
-                elif what == "alias" and olds:
+                elif what == "alias" and olds and not self.differentiated(m):
                     a = self.ch.pick(olds)
                     cands = [(q, o) for q, o in self.paths(scope, lambda o, a=a, same=same: same(o, a))
                              if o is not m.attrs[a]]

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .model import SHAPES, Scope
+from .model import SHAPES, Scope, reaches
 
 
 def _modules_are_pytrees():
@@ -53,6 +53,18 @@ def _tied(o):
 
 
 class GradMixin:
+    def mark_differentiated(self, o):
+        """Remember that Module ``o`` (and what it reaches) is differentiated: attributes added to
+        it later (they persist into later calls) must keep it differentiable and untied."""
+        self.diffed.append(o)
+        for _, x in self.paths(Scope({"_": o}, {}), lambda x: x.kind == "mod"):
+            if x.cls is not None:
+                self.diffed_classes.add(x.cls.name)
+
+    def differentiated(self, m):
+        return (m.cls is not None and m.cls.name in self.diffed_classes) or any(
+            reaches(d, m) for d in self.diffed)
+
     def cf_grad(self, scope):
         if "grad_callable" not in self.avoid and self.ch.flag(20):
             out = self.grad_of_callable(scope)
@@ -73,6 +85,7 @@ class GradMixin:
                 if (mods and MODULES_ARE_PYTREES and "grad_module" not in self.avoid
                         and self.ch.flag(30)):
                     path, o = self.ch.pick(mods)
+                    self.mark_differentiated(o)
                     operands.append(f"hijaxc.vars_as({path}, mutable=False)")
                     leaves = [(p[1:], x) for p, x in self.paths(Scope({"_": o}, {}),
                                                                 lambda x: x.kind == "arr")]

@@ -186,6 +186,8 @@ class StatementsMixin:
             return None
         path, m = self.ch.pick(mods)
         what = self.ch.weighted([(3, "var"), (2, "existing"), (1, "replace"), (1, "module")])
+        if self.differentiated(m) and what in ("existing", "module"):
+            what = "var"  # a differentiated Module keeps float leaves and no tied weights
         if what == "replace":
             old = [a for a, o in sorted(m.attrs.items()) if o.kind == "arr"]
             if old:
