@@ -5,10 +5,10 @@
     python benchmarks/fuzz.py --seed 76              # one program: print its source and result
     python benchmarks/fuzz.py --minutes 25           # as many as fit in 25 minutes
 
-Each seed gives one program (``tests/fuzzgen.py``: a module with 1-3 functions and their
+Each seed gives one program (``tests/fuzz.py``: a module with 1-3 functions and their
 factories), run eagerly (Python control flow) and under ``hijaxc.jit`` for 2-3 calls and compared
 by ``tests/oracle.py``.  Plain seeded generation, no hypothesis: fast.  On a failure the program is
-shrunk (``fuzzgen.shrink``: keep the failing function, delete statements, replace operations by
+shrunk (``fuzz.shrink``: keep the failing function, delete statements, replace operations by
 their operands, as long as the failure keeps its type and place), the small program is printed, and a regression
 test ``tests/regressions/test_regression_<hash>.py`` that reproduces it is written (``--no-save``
 to skip).  Failures with the same signature (exception type and where it was raised) are shrunk
@@ -16,8 +16,8 @@ and saved once; later ones are only counted and listed.  Prints the count run an
 
 A value mismatch only counts if the program is numerically stable: its eager result must stay
 within the tolerance when every initial value moves by 1e-6 (relative); otherwise float rounding
-could explain it, and the program is counted as "unstable" and skipped (``fuzzgen.Unstable``).
-A program running past ``--timeout`` seconds is a failure (``fuzzgen.ProgramTimeout``).
+could explain it, and the program is counted as "unstable" and skipped (``fuzz.Unstable``).
+A program running past ``--timeout`` seconds is a failure (``fuzz.ProgramTimeout``).
 """
 import argparse
 import os
@@ -30,7 +30,7 @@ TESTS = os.path.join(os.path.dirname(HERE), "tests")
 sys.path.insert(0, TESTS)
 warnings.simplefilter("ignore")
 
-import fuzzgen  # noqa: E402
+import fuzz
 
 
 def main(argv=None):
@@ -40,18 +40,27 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, help="run just this seed and print its source")
     ap.add_argument("--minutes", type=float, help="stop after this much wall time")
     ap.add_argument("--shrink-budget", type=int, default=300, help="runs spent shrinking a failure")
-    ap.add_argument("--all-features", action="store_true",
-                    help="also generate what fuzzgen.KNOWN_BUGS avoids (features with open bugs)")
+    ap.add_argument("--avoid-known", action="store_true",
+                    help="leave out the features fuzz.KNOWN_BUGS lists (features with open bugs)")
+    ap.add_argument("--avoid", default="",
+                    help="comma-separated generator features to leave out (see --list-features)")
+    ap.add_argument("--list-features", action="store_true", help="list the generator's features")
     ap.add_argument("--timeout", type=float, default=60, help="seconds per program")
     ap.add_argument("--no-save", action="store_true", help="do not write regression tests")
     ap.add_argument("--regressions", default=os.path.join(TESTS, "regressions"))
     args = ap.parse_args(argv)
 
-    avoid = () if args.all_features else set(fuzzgen.KNOWN_BUGS)
+    if args.list_features:
+        for name, what in fuzz.FEATURES.items():
+            print(f"{name:20} {what}{'  (known bug)' if name in fuzz.KNOWN_BUGS else ''}")
+        return 0
+    avoid = {a for a in args.avoid.split(",") if a}
+    if args.avoid_known:
+        avoid |= set(fuzz.KNOWN_BUGS)
     if args.seed is not None:
-        prog = fuzzgen.generate(fuzzgen.RandomChooser(args.seed), avoid=avoid)
-        exc = fuzzgen.failure(prog, args.timeout)
-        print(prog.source if exc is None else fuzzgen.describe(prog, exc))
+        prog = fuzz.generate(fuzz.RandomChooser(args.seed), avoid=avoid)
+        exc = fuzz.failure(prog, args.timeout)
+        print(prog.source if exc is None else fuzz.describe(prog, exc))
         print("ok" if exc is None else "FAILED")
         return 0 if exc is None else 1
 
@@ -61,8 +70,8 @@ def main(argv=None):
     for seed in range(args.start, args.start + args.n):
         if deadline and time.time() > deadline:
             break
-        prog = fuzzgen.generate(fuzzgen.RandomChooser(seed), avoid=avoid)
-        exc = fuzzgen.failure(prog, args.timeout)
+        prog = fuzz.generate(fuzz.RandomChooser(seed), avoid=avoid)
+        exc = fuzz.failure(prog, args.timeout)
         run += 1
         functions += len(prog.functions)
         if run % 100 == 0:
@@ -70,10 +79,10 @@ def main(argv=None):
                   f"{len(failures)} failing, {len(unstable)} unstable", flush=True)
         if exc is None:
             continue
-        if isinstance(exc, fuzzgen.Unstable):  # a mismatch float rounding could explain
+        if isinstance(exc, fuzz.Unstable):  # a mismatch float rounding could explain
             unstable.append(seed)
             continue
-        sig = fuzzgen.signature(exc)
+        sig = fuzz.signature(exc)
         first_line = f"{type(exc).__name__}: {str(exc)[:300]}".replace("\n", " | ")
         failures.append((seed, sig, first_line))
         print(f"FAIL seed={seed} {sig}: {first_line}", flush=True)
@@ -83,16 +92,16 @@ def main(argv=None):
         seen[sig] = seed
         hangs = []
         budget = args.shrink_budget if sig[0] != "ProgramTimeout" else 10
-        small, small_exc = fuzzgen.shrink(prog, sig, budget=budget, timeout=args.timeout,
+        small, small_exc = fuzz.shrink(prog, sig, budget=budget, timeout=args.timeout,
                                           hangs=hangs)
         for hung, why in hangs[:1]:  # a candidate that hung while shrinking: worth a look
             print(f"  a shrinking candidate hung ({why}):", flush=True)
-            print(fuzzgen.describe(hung, why), flush=True)
+            print(fuzz.describe(hung, why), flush=True)
         if small_exc is None:  # flaky: keep the original
             small, small_exc = prog, exc
-        print(fuzzgen.describe(small, small_exc), flush=True)
+        print(fuzz.describe(small, small_exc), flush=True)
         if not args.no_save:
-            path = fuzzgen.regression_file(small, small_exc, f"seed {seed}", args.regressions)
+            path = fuzz.regression_file(small, small_exc, f"seed {seed}", args.regressions)
             print(f"  saved {os.path.relpath(path)}", flush=True)
 
     dt = time.time() - t0

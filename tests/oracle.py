@@ -153,8 +153,16 @@ def snapshot(root):
     return walk(root, ())
 
 
-def assert_same(eager, jitted, *, rtol=1e-5, atol=1e-6, path=()):
-    """Compare two snapshots; the message names the path of the first difference."""
+def assert_same(eager, jitted, *, rtol=1e-5, atol=1e-6, path=(), scale_atol=False):
+    """Compare two snapshots; the message names the path of the first difference.  With
+    ``scale_atol``, the absolute tolerance of each float array is ``atol`` times the largest
+    magnitude in the eager array (at least 1): rounding error grows with the values compared."""
+    if scale_atol:
+        return _assert_same(eager, jitted, rtol=rtol, atol=atol, path=path, scale=True)
+    return _assert_same(eager, jitted, rtol=rtol, atol=atol, path=path, scale=False)
+
+
+def _assert_same(eager, jitted, *, rtol, atol, path, scale):
     where = "/".join(map(str, path)) or "<root>"
 
     def scalar(s):
@@ -178,7 +186,8 @@ def assert_same(eager, jitted, *, rtol=1e-5, atol=1e-6, path=()):
         if kind == "key" or not np.issubdtype(eager[3].dtype, np.inexact):
             np.testing.assert_array_equal(jitted[3], eager[3], err_msg=f"at {where}")
         else:
-            np.testing.assert_allclose(jitted[3], eager[3], rtol=rtol, atol=atol, err_msg=f"at {where}")
+            tol = atol * max(1.0, float(np.max(np.abs(eager[3])))) if scale and eager[3].size else atol
+            np.testing.assert_allclose(jitted[3], eager[3], rtol=rtol, atol=tol, err_msg=f"at {where}")
     elif kind == "alias":
         assert eager[1] == jitted[1], (
             f"at {where}: identity differs: eager is the object at {eager[1]}, jit at {jitted[1]}")
@@ -186,30 +195,30 @@ def assert_same(eager, jitted, *, rtol=1e-5, atol=1e-6, path=()):
         assert eager[1] == jitted[1], f"at {where}: Variable type {jitted[1]} != eager {eager[1]}"
         assert eager[2:-1] == jitted[2:-1], (
             f"at {where}: {eager[1]} flags/metadata {jitted[2:-1]} != eager {eager[2:-1]}")
-        assert_same(eager[-1], jitted[-1], rtol=rtol, atol=atol, path=path + ("value",))
+        _assert_same(eager[-1], jitted[-1], rtol=rtol, atol=atol, path=path + ("value",), scale=scale)
     elif kind == "node":
         assert eager[1] == jitted[1], f"at {where}: node type {jitted[1]} != eager {eager[1]}"
         ek = [k for k, _ in eager[2]]
         jk = [k for k, _ in jitted[2]]
         assert ek == jk, f"at {where}: {eager[1]} attributes {jk} != eager {ek}"
         for (k, a), (_, b) in zip(eager[2], jitted[2]):
-            assert_same(a, b, rtol=rtol, atol=atol, path=path + (k,))
+            _assert_same(a, b, rtol=rtol, atol=atol, path=path + (k,), scale=scale)
         assert eager[3] == jitted[3], f"at {where}: data attributes {jitted[3]} != eager {eager[3]}"
     elif kind == "dict":
         ek = [k for k, _ in eager[1]]
         jk = [k for k, _ in jitted[1]]
         assert ek == jk, f"at {where}: dict keys {jk} != eager {ek}"
         for (k, a), (_, b) in zip(eager[1], jitted[1]):
-            assert_same(a, b, rtol=rtol, atol=atol, path=path + (k,))
+            _assert_same(a, b, rtol=rtol, atol=atol, path=path + (k,), scale=scale)
     elif kind in ("list", "tuple", "pytree", "ref"):
         if kind != "list" and kind != "ref":
             assert eager[1] == jitted[1], f"at {where}: {jitted[1]} != eager {eager[1]}"
         a, b = eager[-1], jitted[-1]
         if kind == "ref":
-            return assert_same(a, b, rtol=rtol, atol=atol, path=path + ("ref",))
+            return _assert_same(a, b, rtol=rtol, atol=atol, path=path + ("ref",), scale=scale)
         assert len(a) == len(b), f"at {where}: length {len(b)} != eager {len(a)}"
         for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, rtol=rtol, atol=atol, path=path + (i,))
+            _assert_same(x, y, rtol=rtol, atol=atol, path=path + (i,), scale=scale)
     else:  # py / static
         if kind == "py" and isinstance(eager[1], float):
             np.testing.assert_allclose(jitted[1], eager[1], rtol=rtol, err_msg=f"at {where}")
@@ -236,22 +245,23 @@ def _run(case, call, calls):
     return pictures, outs
 
 
-def _compare(eager_pics, jit_pics, rtol, atol):
+def _compare(eager_pics, jit_pics, rtol, atol, scale_atol=False):
     for i, (a, b) in enumerate(zip(eager_pics, jit_pics)):
         try:
-            assert_same(a, b, rtol=rtol, atol=atol)
+            assert_same(a, b, rtol=rtol, atol=atol, scale_atol=scale_atol)
         except AssertionError as e:
             raise AssertionError(f"call {i + 1}: {e}") from None
 
 
 def check_eager(fn, *args, state=None, calls=1, jit=None, rtol=1e-5, atol=1e-6,
-                eager_context=contextlib.nullcontext, **kwargs):
+                eager_context=contextlib.nullcontext, scale_atol=False, **kwargs):
     """Check ``hijaxc.jit(fn)`` against eager execution (see the module docstring).
 
     ``fn`` alone is a factory ``make()``; with arguments (or ``state=``) it is the function itself
     and the deep-copy form is used.  ``calls``: how many times each run calls the function (state
     must evolve the same way); ``jit``: options for ``hijaxc.jit``; ``eager_context``: a context
-    manager factory entered around the eager run only (e.g. Python reference control flow).  Returns
+    manager factory entered around the eager run only (e.g. Python reference control flow);
+    ``scale_atol``: see :func:`assert_same`.  Returns
     ``(eager_outputs, jit_outputs, eager_case, jit_case)`` (one output per call) for extra checks.
     """
     jit = dict(jit or {})
@@ -265,7 +275,7 @@ def check_eager(fn, *args, state=None, calls=1, jit=None, rtol=1e-5, atol=1e-6,
             raise AssertionError("make() must build fresh state objects on every call")
         j_call = j_case.jitted or hijaxc.jit(j_case.fn, **jit)
         jit_pics, jit_outs = _run(j_case, j_call, calls)
-        _compare(eager_pics, jit_pics, rtol, atol)
+        _compare(eager_pics, jit_pics, rtol, atol, scale_atol)
         return eager_outs, jit_outs, e_case, j_case
     # deep-copy form
     state = tuple(state or ())
@@ -277,7 +287,7 @@ def check_eager(fn, *args, state=None, calls=1, jit=None, rtol=1e-5, atol=1e-6,
         _restore(obj, old)
     j_case = Case(fn, args, kwargs, state)
     jit_pics, jit_outs = _run(j_case, hijaxc.jit(fn, **jit), calls)
-    _compare(eager_pics, jit_pics, rtol, atol)
+    _compare(eager_pics, jit_pics, rtol, atol, scale_atol)
     return eager_outs, jit_outs, e_case, j_case
 
 

@@ -3,7 +3,7 @@
 SyntaxError: duplicate argument '__hx' in function definition (<hijaxc generated:
 __hx_factory.<locals>.f0.<locals>.g2 637535cb>, line 3)
 """
-from fuzzgen import Function, Program, check_program
+from fuzz import Function, Program, check_program
 
 SOURCE = """\
 import jax

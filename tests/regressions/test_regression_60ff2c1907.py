@@ -10,7 +10,7 @@ array with shape int32[] The error occurred while tracing the function g23__pure
 generated: __hx_factory.<locals>.f8.<locals>.g23 ed93a0fd>:7 for jit. See
 https://docs.jax.dev/en/latest/errors.html#jax.errors.TracerArrayConversionError
 """
-from fuzzgen import Function, Program, check_program
+from fuzz import Function, Program, check_program
 
 SOURCE = """\
 import jax

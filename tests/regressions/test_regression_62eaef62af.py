@@ -8,7 +8,7 @@ and the outermost step that does not own it learns it (context.view).
 AssertionError: call 1: Not equal to tolerance rtol=0.0001, atol=0.0001 at args/0/value Mismatched
 elements: 3 / 3 (100%)
 """
-from fuzzgen import Function, Program, check_program
+from fuzz import Function, Program, check_program
 
 SOURCE = """\
 import jax

@@ -8,7 +8,7 @@ fori_loop / grad / vmap ...) that hijaxc did not rewrite, so its update cannot l
 transform.  Call the transform directly in the hijaxc.jit function (hijaxc threads state through
 it), or pass and return the state explicitly in the
 """
-from fuzzgen import Function, Program, check_program
+from fuzz import Function, Program, check_program
 
 SOURCE = """\
 import jax
