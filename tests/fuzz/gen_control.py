@@ -8,7 +8,10 @@ class ControlMixin:
         return scope.child(values_only=True, depth=scope.depth + 1)
 
     def st_control(self, scope):
-        kind = self.ch.weighted([(3, "fori"), (3, "cond"), (2, "scan"), (2, "switch"), (2, "while"),
+        # JAX cannot reverse-differentiate a while_loop (the eager reference, a Python loop, can)
+        n_while = 0 if scope.differentiated else 2
+        kind = self.ch.weighted([(3, "fori"), (3, "cond"), (2, "scan"), (2, "switch"),
+                                 (n_while, "while"),
                                  (2, "wrapped"), (2, "vmap"),
                                  (0 if "grad" in self.avoid else 4, "grad")])
         return getattr(self, f"cf_{kind}")(scope)

@@ -74,7 +74,7 @@ class GradMixin:
         has_aux = "grad_aux" not in self.avoid and self.ch.flag(40)
         argnums = self.ch.weighted([(3, 0), (2, 1), (1, (0, 1))])
         diff = (0, 1) if argnums == (0, 1) else (argnums,)
-        loss, inner = self.fresh("loss"), self.body_scope(scope)
+        loss, inner = self.fresh("loss"), self.body_scope(scope).child(differentiated=True)
         params, operands, reads, diffs = [], [], [], []  # diffs: (param, kind, target path, shape)
         for k in range(2 if argnums != 0 or self.ch.flag(40) else 1):
             q = self.fresh("w")

@@ -103,6 +103,7 @@ class Scope:
     depth: int = 0  # nesting of function definitions
     no_control: bool = False  # no lax control flow here (avoid "lax_in_method")
     statics: tuple = ()  # (expression, "int" | "float") static Python values in reach
+    differentiated: bool = False  # inside a loss under jax.grad: no while_loop (not reversible)
 
     def child(self, **kw):
         return dataclasses.replace(self, objs=dict(self.objs), arrs=dict(self.arrs), **kw)
