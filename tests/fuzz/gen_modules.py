@@ -115,7 +115,7 @@ class ModulesMixin:
         """A Module class built with a hidden size (``S(h)``): Modules of one class, other shapes.
         Opaque to the generator: only called, ``m(y)`` (it writes a running statistic and a
         counter)."""
-        name = f"S{len(self.classes)}"
+        name = f"Sized{len(self.classes)}"
         spec = ClassSpec(name, [], Obj("mod", attrs={}), sized=True)
         spec.template.cls = spec
         spec.lines = [
