@@ -9,10 +9,11 @@ Each seed gives one program (``tests/fuzz.py``: a module with 1-3 functions and 
 factories), run eagerly (Python control flow) and under ``hijaxc.jit`` for 2-3 calls and compared
 by ``tests/oracle.py``.  Plain seeded generation, no hypothesis: fast.  On a failure the program is
 shrunk (``fuzz.shrink``: keep the failing function, delete statements, replace operations by
-their operands, as long as the failure keeps its type and place), the small program is printed, and a regression
-test ``tests/regressions/test_regression_<hash>.py`` that reproduces it is written (``--no-save``
-to skip).  Failures with the same signature (exception type and where it was raised) are shrunk
-and saved once; later ones are only counted and listed.  Prints the count run and every failure.
+their operands, as long as the failure keeps its type and place), the small program is printed,
+and a regression test ``tests/regressions/test_regression_<hash>.py`` that reproduces it is
+written (``--no-save`` to skip).  Failures with the same signature (exception type and where it
+was raised) are shrunk and saved once; later ones are only counted and listed.  Prints the count
+run and every failure.
 
 A value mismatch only counts if the program is numerically stable: its eager result must stay
 within the tolerance when every initial value moves by 1e-6 (relative); otherwise float rounding
@@ -30,7 +31,8 @@ TESTS = os.path.join(os.path.dirname(HERE), "tests")
 sys.path.insert(0, TESTS)
 warnings.simplefilter("ignore")
 
-import fuzz
+# after the sys.path change (fuzz lives in tests/) and the warnings filter
+import fuzz  # noqa: E402
 
 
 def main(argv=None):

@@ -376,7 +376,8 @@ def main():
     for kind in ("small", "deep"):
         t_flat, t_hx = p3_first_call(kind)
         print(
-            f"    {kind:6} flat jax.jit {t_flat:7.3f} s   hijaxc.jit {t_hx:7.3f} s   ratio {t_hx / t_flat:5.2f}x"
+            f"    {kind:6} flat jax.jit {t_flat:7.3f} s   hijaxc.jit {t_hx:7.3f} s   "
+            f"ratio {t_hx / t_flat:5.2f}x"
         )
     print("\nP5  jaxpr equations of the step")
     for kind in ("small", "deep"):
@@ -386,7 +387,8 @@ def main():
         print("\nP4  peak RSS of a ~0.8 GB params + Adam step (subprocess each)")
         r = p4_peak_rss()
         print(
-            f"    flat donated {r['flat']:8.0f} MB   hijaxc {r['hijaxc']:8.0f} MB   ratio {r['hijaxc'] / r['flat']:5.2f}x"
+            f"    flat donated {r['flat']:8.0f} MB   hijaxc {r['hijaxc']:8.0f} MB   "
+            f"ratio {r['hijaxc'] / r['flat']:5.2f}x"
         )
 
 

@@ -252,13 +252,13 @@ def worker(args):
             f"shardings kept: {ours['kept']}/{ours['n_variables']} Variables "
             f"(nnx.jit: {ref['kept']}/{ref['n_variables']})"
         )
-        print(
-            f"same losses and checksum as nnx.jit: {ours['losses'] == ref['losses'] and ours['checksum'] == ref['checksum']}"
-        )
+        same = ours["losses"] == ref["losses"] and ours["checksum"] == ref["checksum"]
+        print(f"same losses and checksum as nnx.jit: {same}")
         for name, r, total in (("hijaxc.jit", ours, t1 - t0), ("nnx.jit", ref, t2 - t1)):
             print(
                 f"{name:10} time: first step (trace + compile) {r['first_step_s']:.2f} s, later "
-                f"steps {r['later_step_ms']:.1f} ms each (median); build + train + gather {total:.2f} s"
+                f"steps {r['later_step_ms']:.1f} ms each (median); "
+                f"build + train + gather {total:.2f} s"
             )
         if args.save_state:
             np.savez(args.save_state, **state)

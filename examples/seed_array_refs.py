@@ -195,7 +195,7 @@ def scan_over_layers():
     # the scan (training mode: BatchNorm uses batch statistics and updates its running averages,
     # Dropout draws from each layer's own Rngs stream -- the same draws in both paths).
     graphdef, state = nnx.split(block_stack)
-    layers = [nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)) for i in range(8)]
+    layers = [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(8)]
 
     x = jax.random.uniform(jax.random.key(0), (3, 2))
     y = forward(x, block_stack)  # the scan runs under hijaxc.jit: every layer's state is threaded

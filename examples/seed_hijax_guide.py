@@ -9,8 +9,9 @@ The guide's cells use ``@jax.jit`` with flax's native hijax Variables; here ever
     nnx.find_duplicates       -> hijaxc.find_duplicates
 
 The cells the guide marks as failing or TODO (scan over layers, mutable outputs, aliasing whose
-updates are silently dropped) work with hijaxc.  Run it with ``python examples/seed_hijax_guide.py``;
-``main()`` runs every cell and returns a dict of the key results (used by tests/test_examples.py).
+updates are silently dropped) work with hijaxc.  Run it with
+``python examples/seed_hijax_guide.py``; ``main()`` runs every cell and returns a dict of the key
+results (used by tests/test_examples.py).
 """
 
 import os
@@ -284,7 +285,7 @@ def scan_over_layers():
     graphdef, state = nnx.split(block_stack)
     y_ref = x
     for i in range(8):
-        layer = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+        layer = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
         y_ref = layer(y_ref)
     print("y (python loop) = ", y_ref)
     kernel_shape = tuple(block_stack.linear.kernel[...].shape)

@@ -147,8 +147,8 @@ def main(verbose=True):
         if not any(_equivalent(s_, x_) for s_ in outs) or not any(_equivalent(s_, x_) for s_ in ins)
     ]
     if verbose:
-        print("losses (8 devices):", " ".join(f"{l:.5f}" for l in losses))
-        print("losses (1 device): ", " ".join(f"{l:.5f}" for l in ref_losses))
+        print("losses (8 devices):", " ".join(f"{loss:.5f}" for loss in losses))
+        print("losses (1 device): ", " ".join(f"{loss:.5f}" for loss in ref_losses))
         for p, v in variables(model):
             print(f"  {'.'.join(map(str, p)):16} {str(v[...].shape):10} {v[...].sharding.spec}")
         print("shardings kept:", kept)

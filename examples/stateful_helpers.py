@@ -1,4 +1,5 @@
-"""State changed anywhere in the call tree: Module methods with JAX control flow, helpers with globals.
+"""State changed anywhere in the call tree: Module methods with JAX control flow, helpers with
+globals.
 
 Real models do not keep every mutation in the decorated step.  Here the Module's ``__call__`` runs
 ``jax.lax.scan`` over its stacked layers and counts the layers it ran; a logging helper bumps a

@@ -12,7 +12,7 @@ optimizer = None
 counter = hijaxc.Variable(jnp.array(0))
 
 
-# -- seed 000 ---------------------------------------------------------------------------------------
+# -- seed 000 --------------------------------------------------------------------------------------
 def train_step_closure(x, y):
     loss_fn = lambda m: jnp.mean((m(x) - y) ** 2)  # noqa: E731
     loss, grads = jax.value_and_grad(loss_fn)(hijaxc.vars_as(model, mutable=False))
@@ -73,7 +73,7 @@ def h(graphdef, state):
     has_shared.a[...] = 5
 
 
-# -- seed 001 ---------------------------------------------------------------------------------------
+# -- seed 001 --------------------------------------------------------------------------------------
 def increment(variable: nnx.Variable[jax.Array]):  # no return!
     new_value = variable + 1  # Array-like operations
     variable[...] = new_value  # in-place updates
@@ -84,7 +84,7 @@ def h_refs(graphdef, state):
     obj.a[...] += 10
 
 
-# -- mutation patterns ------------------------------------------------------------------------------
+# -- mutation patterns -----------------------------------------------------------------------------
 def global_counter_and_slices(v, x):
     global counter
     counter[...] += 1
@@ -106,7 +106,7 @@ NAMES = ["train_step_closure", "inc", "inc_and_double", "linear", "train_step",
          "global_counter_and_slices", "nested_control_flow"]
 
 
-# -- converted callees (``hijaxc.api.converted_source``: called from compiled code) -----------------
+# -- converted callees (``hijaxc.api.converted_source``: called from compiled code) ----------------
 class Counter(nnx.Module):
     def __init__(self):
         self.w = hijaxc.Variable(jnp.zeros(3))
@@ -148,7 +148,7 @@ CALLEES = {"callee_counter_bump": Counter.bump, "callee_child_bump": Child.bump,
 
 
 # -- no source: ``hijaxc.show`` of a function defined with ``exec`` (threaded through closure cells
-# without rewriting) ---------------------------------------------------------------------------------
+# without rewriting) -------------------------------------------------------------------------------
 def _exec_defined():
     namespace = {}
     exec("def make(v):\n"
@@ -162,7 +162,7 @@ def _exec_defined():
 FALLBACKS = {"fallback_exec_defined": _exec_defined()}
 
 
-# -- more rewrites: a lambda, a closure callee (``foreign_cell``), global/nonlocal declarations ------
+# -- more rewrites: a lambda, a closure callee (``foreign_cell``), global/nonlocal declarations ----
 scaled_by_counter = lambda x: counter[...] * jax.numpy.sin(x)  # noqa: E731
 
 

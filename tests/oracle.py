@@ -65,7 +65,7 @@ def _as_case(made):
     return Case(made[0], tuple(made[1]), dict(made[2]), tuple(made[3]))
 
 
-# -- snapshots ---------------------------------------------------------------------------------------
+# -- snapshots -------------------------------------------------------------------------------------
 def _is_node(x):
     return isinstance(x, _NODE_BASES)
 
@@ -186,8 +186,12 @@ def _assert_same(eager, jitted, *, rtol, atol, path, scale):
         if kind == "key" or not np.issubdtype(eager[3].dtype, np.inexact):
             np.testing.assert_array_equal(jitted[3], eager[3], err_msg=f"at {where}")
         else:
-            tol = atol * max(1.0, float(np.max(np.abs(eager[3])))) if scale and eager[3].size else atol
-            np.testing.assert_allclose(jitted[3], eager[3], rtol=rtol, atol=tol, err_msg=f"at {where}")
+            if scale and eager[3].size:
+                tol = atol * max(1.0, float(np.max(np.abs(eager[3]))))
+            else:
+                tol = atol
+            np.testing.assert_allclose(jitted[3], eager[3], rtol=rtol, atol=tol,
+                                       err_msg=f"at {where}")
     elif kind == "alias":
         assert eager[1] == jitted[1], (
             f"at {where}: identity differs: eager is the object at {eager[1]}, jit at {jitted[1]}")
@@ -195,7 +199,8 @@ def _assert_same(eager, jitted, *, rtol, atol, path, scale):
         assert eager[1] == jitted[1], f"at {where}: Variable type {jitted[1]} != eager {eager[1]}"
         assert eager[2:-1] == jitted[2:-1], (
             f"at {where}: {eager[1]} flags/metadata {jitted[2:-1]} != eager {eager[2:-1]}")
-        _assert_same(eager[-1], jitted[-1], rtol=rtol, atol=atol, path=path + ("value",), scale=scale)
+        _assert_same(eager[-1], jitted[-1], rtol=rtol, atol=atol, path=path + ("value",),
+                     scale=scale)
     elif kind == "node":
         assert eager[1] == jitted[1], f"at {where}: node type {jitted[1]} != eager {eager[1]}"
         ek = [k for k, _ in eager[2]]
@@ -312,7 +317,8 @@ def optimizer(model, tx):
 def opt_update(opt, model, grads):
     """``opt.update(model, grads)`` (0.11+) / ``opt.update(grads)`` (0.10.4 keeps ``opt.model``).
     Gradients that come back as a Module (``jax.grad`` of a Module) are given to flax 0.10.4 as the
-    ``nnx.State`` its Optimizer expects (flax 0.11+ Modules are pytrees and are accepted as they are)."""
+    ``nnx.State`` its Optimizer expects (flax 0.11+ Modules are pytrees and are accepted as they
+    are)."""
     if _UPDATE_TAKES_MODEL:
         opt.update(model, grads)
         return
@@ -328,7 +334,10 @@ _UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).paramet
 def _restore(obj, old):
     """Put the values of ``old`` (a deep copy taken earlier) back into ``obj``."""
     if isinstance(obj, nnx.Variable):
-        value = old.get_raw_value() if isinstance(old, hijaxc.Variable) else getattr(old, "value", old)
+        if isinstance(old, hijaxc.Variable):
+            value = old.get_raw_value()
+        else:
+            value = getattr(old, "value", old)
         if isinstance(value, hijaxc.Ref):
             value = value[...]
         if isinstance(obj, hijaxc.Variable):

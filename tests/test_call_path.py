@@ -1,4 +1,5 @@
-"""The steady-state call path (P1 mechanisms), caching (S8) and donation (S9) — counted, not timed."""
+"""The steady-state call path (P1 mechanisms), caching (S8) and donation (S9): counted, not
+timed."""
 
 import jax.numpy as jnp
 import numpy as np

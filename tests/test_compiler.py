@@ -159,7 +159,7 @@ def test_subscript_forms_rewritten():
 
 
 def test_annotations_and_defaults_kept():
-    def f(v: hijaxc.Variable, x: jax.Array = jnp.array(2.0), *, k: int = 3) -> jax.Array:
+    def f(v: hijaxc.Variable, x: jax.Array = jnp.array(2.0), *, k: int = 3) -> jax.Array:  # noqa: B008 - the default is under test
         v[...] += x * k
         return v[...]
 

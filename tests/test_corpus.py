@@ -14,8 +14,10 @@ Where nnx.jit itself fails or differs while hijaxc.jit works (flax 0.12.8 / jax 
 
 | program | nnx.jit | hijaxc.jit |
 |---|---|---|
-| toy_hijax_basic (flax hijax Variables, ``@jax.jit`` step swapped) | AttributeError: DynamicJaxprTracer has no attribute _can_update | same as eager |
-| toy_hijax_demo (same, SGD Pytree, nnx.List of Blocks) | AttributeError: DynamicJaxprTracer has no attribute _can_update | xfail (hijaxc bug, below) |
+| toy_hijax_basic (flax hijax Variables, ``@jax.jit`` step swapped) | (1) | same as eager |
+| toy_hijax_demo (same, SGD Pytree, nnx.List of Blocks) | (1) | xfail (hijaxc bug, below) |
+
+(1) AttributeError: DynamicJaxprTracer has no attribute _can_update
 
 Also found: flax's own 01_functional_api.py fails under ``jax.jit`` on flax 0.12.8
 (TraceContextError: the Count merged without ``copy=True`` is mutated inside ``jax.grad``); the

@@ -23,7 +23,7 @@ def _linear():
     return nnx.Linear(2, 3, rngs=nnx.Rngs(0))
 
 
-# --- S13: any callable -----------------------------------------------------------------------------
+# --- S13: any callable ----------------------------------------------------------------------------
 class Counter(nnx.Module):
     def __init__(self):
         self.count = nnx.Variable(jnp.zeros((), jnp.int32))
@@ -192,7 +192,7 @@ def test_tracer_stored_into_a_global_list_is_a_leak_and_is_undone():
     assert log == []
 
 
-# --- state behind tuples ---------------------------------------------------------------------------
+# --- state behind tuples --------------------------------------------------------------------------
 _C = hijaxc.Variable(jnp.zeros(()))
 _PAIR = (_C, 2.0)
 _Named = collections.namedtuple("_Named", "counter scale")
@@ -281,7 +281,7 @@ def test_scan_returning_a_captured_variable_is_a_clear_error():
     assert float(v[...]) == 0.0
 
 
-# --- flax hijax Variables stay leaves --------------------------------------------------------------
+# --- flax hijax Variables stay leaves -------------------------------------------------------------
 @pytest.mark.skipif(not HAS_FLAX_HIJAX, reason="flax without var_defaults(hijax=True)")
 def test_flax_hijax_variables_are_pytree_leaves_inside_the_step():
     def build():

@@ -1068,8 +1068,8 @@ def test_cf_vmap_reads_closure_variable():
 
 # Transforms: the reference is NNX's own stateful transform (nnx.value_and_grad / nnx.grad), which
 # updates BatchNorm statistics and Rngs in place and differentiates the Params.  The seeds' pattern
-# (split -> merge inside the loss) updates the caller's BatchNorm only where ``nnx.merge`` reuses the
-# split Variables (flax >= 0.11); flax 0.10.4's merge builds copies, so eagerly the caller's
+# (split -> merge inside the loss) updates the caller's BatchNorm only where ``nnx.merge`` reuses
+# the split Variables (flax >= 0.11); flax 0.10.4's merge builds copies, so eagerly the caller's
 # statistics stay as they were, and so must they under hijaxc.jit.
 def _merge_shares_variables():
     m = nnx.BatchNorm(1, rngs=nnx.Rngs(0))

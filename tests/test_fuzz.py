@@ -1,4 +1,5 @@
-"""S1/S4/S6/S7 on generated programs: ``hijaxc.jit`` against eager execution (the ``tests/fuzz`` package).
+"""S1/S4/S6/S7 on generated programs: ``hijaxc.jit`` against eager execution (the ``tests/fuzz``
+package).
 
 Hypothesis drives the generator (so a failure shrinks to a small program; the assertion message
 prints its source), derandomized with no example database, so every CI run checks the same

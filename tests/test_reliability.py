@@ -820,7 +820,7 @@ def _run_threads(jf, models, xs, calls):
 
 def _check_threads(dims, calls=6, fn=_train):
     jf = hijaxc.jit(fn)
-    jf.step  # transform here: concurrent transforms are tested on their own (see below)
+    _ = jf.step  # transform here: concurrent transforms are tested on their own (see below)
     models = [Counted(d, i) for i, d in enumerate(dims)]
     xs = [jnp.full((d,), 0.1 * (i + 1)) for i, d in enumerate(dims)]
     eager_models = copy.deepcopy(models)
@@ -872,7 +872,7 @@ def test_concurrent_transforms():
             hx_cache.clear()
             barrier = threading.Barrier(len(fns))
 
-            def work(i):
+            def work(i, barrier=barrier):
                 barrier.wait()
                 for _ in range(3):
                     try:

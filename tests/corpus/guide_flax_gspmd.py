@@ -107,7 +107,7 @@ def run(jit, steps=3):
         optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
         # The loop
-        for i in range(steps):
+        for _i in range(steps):
             model, loss = train_step(model, optimizer, input, label)
             losses.append(loss)
 

@@ -155,7 +155,7 @@ def run(jit, steps=2):
     generate_step = jit(MiniGPT.generate_step)
     start_tokens = [1, 2, 3]
     generated = []
-    for i in range(3):
+    for _i in range(3):
         sample_index = len(start_tokens) + len(generated) - 1
         padded_tokens = jnp.array(
             start_tokens + generated + [0] * (maxlen - len(start_tokens) - len(generated))

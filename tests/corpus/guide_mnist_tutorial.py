@@ -104,7 +104,7 @@ def run(jit, steps=3):
 
     rngs = nnx.Rngs(0)
     history = []
-    for step, batch in enumerate(batches):
+    for _step, batch in enumerate(batches):
         if not hasattr(nnx, "view"):
             model.train()
         train_step(train_model, optimizer, metrics, rngs, batch)

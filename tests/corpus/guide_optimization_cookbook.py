@@ -90,7 +90,8 @@ def run(jit, steps=2):
     def train_step(model, optimizer, x, y):
         # Create state-based loss function for LBFGS
         graphdef = nnx.graphdef(model)
-        loss_fn_state = lambda state: loss_fn(nnx.merge(graphdef, state), x, y)
+        # the cookbook's lambda kept as written: the corpus compiles real code verbatim
+        loss_fn_state = lambda state: loss_fn(nnx.merge(graphdef, state), x, y)  # noqa: E731
 
         loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
         optimizer.update(model, grads, grad=grads, value=loss, value_fn=loss_fn_state)

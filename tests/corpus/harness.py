@@ -17,11 +17,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(HERE))  # tests/ (for `oracle` and `corpus`)
 
-import numpy as np
-import oracle
-from flax import nnx
+# imported after the sys.path change above (script mode needs tests/ on the path for `oracle`)
+import numpy as np  # noqa: E402
+import oracle  # noqa: E402
+from flax import nnx  # noqa: E402
 
-import hijaxc
+import hijaxc  # noqa: E402
 
 #: Float tolerance, scaled by magnitude: every float array is divided by its largest eager
 #: magnitude (at least ``FLOOR``) before ``oracle.assert_same(rtol=RTOL, atol=ATOL)``.  XLA fuses

@@ -56,7 +56,7 @@ def run(jit, steps=3):
 
     rng = np.random.default_rng(0)
     losses = []
-    for step in range(steps):
+    for _step in range(steps):
         x = rng.uniform(-2, 2, size=(16, 1)).astype(np.float32)
         y = (0.8 * x**2 + 0.1 + rng.normal(0, 0.1, size=x.shape)).astype(np.float32)
         # shard data

@@ -57,8 +57,9 @@ def run(jit, steps=3):
                 model = nnx.merge(graphdef, params, nondiff)
                 return jnp.mean((y - model(x)) ** 2)
 
-            # flax HEAD: nnx.with_vars(params, is_mutable=False); flax 0.12.8's with_vars(mutable=False)
-            # raises AttributeError (Variables have no `mutable` attribute), so differentiate lojax copies
+            # flax HEAD: nnx.with_vars(params, is_mutable=False); flax 0.12.8's
+            # with_vars(mutable=False) raises AttributeError (Variables have no `mutable`
+            # attribute), so differentiate lojax copies
             grads = jax.grad(loss_fn)(nnx.with_vars(params, hijax=False))
             optimizer.update(model, grads)
 

@@ -1,5 +1,5 @@
-"""The fuzzer: a random program generator for the S1 oracle: Python *source* of functions that mutate hijaxc
-Variables, Refs and NNX Modules, run eagerly and under ``hijaxc.jit`` and compared.
+"""The fuzzer: a random program generator for the S1 oracle: Python *source* of functions that
+mutate hijaxc Variables, Refs and NNX Modules, run eagerly and under ``hijaxc.jit`` and compared.
 
 A generated program is a module (one file, imported so that hijaxc can read its source) that
 defines a few ``nnx.Module`` classes and, for each function ``fK``, a factory ``make_fK()``: it
@@ -13,9 +13,10 @@ Variables they capture or receive (values only: no new attributes or keys inside
 and ``jax.vmap`` of functions that read captured state.
 
 Every random decision goes through a *chooser* (:class:`RandomChooser` for plain seeded runs,
-:class:`HypothesisChooser` under hypothesis, which shrinks by shrinking the choices).  The generator keeps an abstract model of every object (kind, shape, dict keys,
-Module attributes, identity) as it emits statements, so *any* choice sequence yields a valid
-program: shrinking never produces a program that is wrong eagerly.
+:class:`HypothesisChooser` under hypothesis, which shrinks by shrinking the choices).  The
+generator keeps an abstract model of every object (kind, shape, dict keys, Module attributes,
+identity) as it emits statements, so *any* choice sequence yields a valid program: shrinking never
+produces a program that is wrong eagerly.
 
 Values are small float32 arrays of shapes ``()``, ``(3,)`` and ``(2, 3)``.  Arithmetic stays
 bounded: expressions are convex combinations and products with ``tanh``/``cos`` factors of
@@ -25,14 +26,14 @@ constants of magnitude <= 1 or ``cos`` of an expression.
     src = generate(RandomChooser(seed))           # a Program (.source, .functions)
     check_program(src)                            # AssertionError (with the source) on mismatch
 
-The package, by topic: ``model`` (choosers, the abstract model, the prelude), ``gen_base`` (programs,
-functions, factories, expressions), ``gen_statements``, ``gen_modules`` (classes, flax layers,
-containers), ``gen_control`` (lax control flow, vmap), ``gen_grad`` (grad / value_and_grad,
-optimizers), ``gen_state`` (static configuration, tuples, lojax Variables, Rngs, other arguments
-across calls), ``generator`` (the assembled :class:`Generator`, ``FEATURES``, ``KNOWN_BUGS``),
-``eager`` (the eager reference), ``runner`` (running and comparing) and ``shrink`` (shrinking,
-regression files).  Every feature in ``FEATURES`` can be left out with ``avoid=``; the default
-generator includes them all.
+The package, by topic: ``model`` (choosers, the abstract model, the prelude), ``gen_base``
+(programs, functions, factories, expressions), ``gen_statements``, ``gen_modules`` (classes, flax
+layers, containers), ``gen_control`` (lax control flow, vmap), ``gen_grad`` (grad /
+value_and_grad, optimizers), ``gen_state`` (static configuration, tuples, lojax Variables, Rngs,
+other arguments across calls), ``generator`` (the assembled :class:`Generator`, ``FEATURES``,
+``KNOWN_BUGS``), ``eager`` (the eager reference), ``runner`` (running and comparing) and
+``shrink`` (shrinking, regression files).  Every feature in ``FEATURES`` can be left out with
+``avoid=``; the default generator includes them all.
 """
 from .generator import FEATURES, KNOWN_BUGS, Generator, generate
 from .model import (

@@ -1,8 +1,8 @@
 """The eager reference of a generated program (S7): lax control flow runs as Python control flow,
 nested jits as plain calls, and ``jax.grad`` / ``jax.value_and_grad`` of a loss that writes state
-compute the gradient with JAX's own ``grad`` (on the loss as written), put every Variable and Ref the
-loss can reach back as it was (that pass stored tracers), and then run the loss once more on the
-primal values: the mutation is applied once, with the primal values, as S7 asks."""
+compute the gradient with JAX's own ``grad`` (on the loss as written), put every Variable and Ref
+the loss can reach back as it was (that pass stored tracers), and then run the loss once more on
+the primal values: the mutation is applied once, with the primal values, as S7 asks."""
 import contextlib
 import copy
 import functools

@@ -76,8 +76,8 @@ class BaseMixin:
         mods = [n for n, o in pool.items() if o.kind == "mod" and not o.cls.sized]
         if mods and self.ch.flag(30):
             m = self.ch.pick(mods)
-            cands = [(p, o) for p, o in self.paths(Scope(dict(pool), {}),
-                                                   lambda o: o.kind in ("arr", "dict", "mod", "nnx"))
+            cands = [(p, o) for p, o in self.paths(
+                         Scope(dict(pool), {}), lambda o: o.kind in ("arr", "dict", "mod", "nnx"))
                      if not o.lojax and not reaches(o, pool[m])]
             if cands:
                 other, o = self.ch.pick(cands)
@@ -151,7 +151,8 @@ class BaseMixin:
         # argument alone (not also as a global, a closure cell, another argument or an attribute)
         passed = [a for a in argv + list(kw_args.values()) if a in pool]
         alone = {n: again for n, again in rebuild.items()
-                 if not nested and passed.count(n) == 1 and not any(o is pool[n] for o in gl.values())
+                 if not nested and passed.count(n) == 1
+                 and not any(o is pool[n] for o in gl.values())
                  and not any(reaches(o, pool[n]) for m, o in pool.items() if m != n)}
         alt = self.other_arguments(argv, kw_args, alone, statics)
         if alt is not None:
@@ -200,7 +201,8 @@ class BaseMixin:
             members = {f"m{j}": self.ch.pick(sorted(pool)) for j in range(self.ch.integer(1, 2))}
             obj = Obj("pydict", attrs={k: pool[m] for k, m in members.items()})
             expr = "{" + ", ".join(f"{k!r}: {m}" for k, m in members.items()) + "}"
-            return obj, expr, lambda: (expr[:-1] + f", 'extra': hijaxc.Variable({self.init((3,))})}}")
+            return obj, expr, lambda: (
+                expr[:-1] + f", 'extra': hijaxc.Variable({self.init((3,))})}}")
         if what == "list" and pool:
             members = [self.ch.pick(sorted(pool)) for _ in range(self.ch.integer(1, 3))]
             obj = Obj("list", items=[pool[m] for m in members])
@@ -267,7 +269,8 @@ class BaseMixin:
                 cands = self.paths(scope, lambda o: o.kind in FLOAT_KINDS)
                 if cands:
                     p, o = self.ch.pick(cands)
-                    lines.append(f"{p}{'.value' if o.kind == 'nnx' else '[...]'} = {self.init(o.shape)}")
+                    index = ".value" if o.kind == "nnx" else "[...]"
+                    lines.append(f"{p}{index} = {self.init(o.shape)}")
             elif what == "key":
                 cands = self.paths(scope, lambda o: o.kind == "dict")
                 if cands:
@@ -296,7 +299,8 @@ class BaseMixin:
                     lines.append(f"{p}.{a} = {cls}({self.init(o.shape)})")
                 elif what == "alias" and olds and not self.differentiated(m):
                     a = self.ch.pick(olds)
-                    cands = [(q, o) for q, o in self.paths(scope, lambda o, a=a, same=same: same(o, a))
+                    cands = [(q, o)
+                             for q, o in self.paths(scope, lambda o, a=a, same=same: same(o, a))
                              if o is not m.attrs[a]]
                     if cands:
                         q, o = self.ch.pick(cands)
@@ -316,8 +320,10 @@ class BaseMixin:
                     items = (list(enumerate(o.items)) if o.kind == "list" else
                              sorted(o.attrs.items()))
                     i, old = self.ch.pick(items)
-                    swap = [(q, x) for q, x in self.paths(scope, lambda x, old=old: x.kind == old.kind and x.kind in (
-                        "arr", "nnx", "ref") and x.shape == old.shape) if x is not old]
+                    swap = [(q, x) for q, x in self.paths(
+                                scope, lambda x, old=old: x.kind == old.kind
+                                and x.kind in ("arr", "nnx", "ref") and x.shape == old.shape)
+                            if x is not old]
                     if swap and self.ch.flag(50):
                         q, x = self.ch.pick(swap)
                         (o.items if o.kind == "list" else o.attrs)[i] = x
@@ -421,7 +427,9 @@ class BaseMixin:
         if kind == "leaf":
             return self.ch.pick(leaves)
         op = self.ch.integer(0, 9)
-        a = lambda: self.expr(scope, shape, depth + 1)
+        def a():
+            return self.expr(scope, shape, depth + 1)
+
         if op == 0:
             return f"0.5 * ({a()} + {a()})"
         if op == 1:
@@ -441,7 +449,9 @@ class BaseMixin:
                 return f"({self.expr(scope, self.ch.pick([(3,), (2, 3)]), depth + 1)}).mean()"
             if shape == (3,):
                 return f"({self.expr(scope, (2, 3), depth + 1)}).mean(0)"
-            return f"jnp.stack([{self.expr(scope, (3,), depth + 1)}, {self.expr(scope, (3,), depth + 1)}])"
+            first = self.expr(scope, (3,), depth + 1)
+            second = self.expr(scope, (3,), depth + 1)
+            return f"jnp.stack([{first}, {second}])"
         if op == 8:
             return f"jnp.tanh({a()})"
         return f"{a()} * 0.5"

@@ -46,7 +46,8 @@ class ControlMixin:
         inner.arrs[z] = (3,)
         stmts = self.block(inner, self.ch.integer(1, 3))
         stmts.append(f"return {self.expr(inner, (3,))}")
-        wraps = ["jax.jit", "jax.checkpoint"] + ([] if "nested_hijaxc_jit" in self.avoid else ["hijaxc.jit"])
+        wraps = ["jax.jit", "jax.checkpoint"]
+        wraps += [] if "nested_hijaxc_jit" in self.avoid else ["hijaxc.jit"]
         wrap = self.ch.pick(wraps)
         out = self.fresh("t")
         lines = [f"def {name}({z}):"] + ["    " + x for x in stmts]
@@ -67,7 +68,9 @@ class ControlMixin:
         stmts.append(f"return 0.5 * ({c} + {self.expr(inner, s)})")
         out = self.fresh("t")
         lines = [f"def {body}({i}, {c}):"] + ["    " + x for x in stmts]
-        lines.append(f"{out} = jax.lax.fori_loop(0, {self.ch.integer(1, 3)}, {body}, {self.expr(scope, s)})")
+        n = self.ch.integer(1, 3)
+        init = self.expr(scope, s)
+        lines.append(f"{out} = jax.lax.fori_loop(0, {n}, {body}, {init})")
         scope.arrs[out] = s
         return lines
 
@@ -84,7 +87,8 @@ class ControlMixin:
         xs = "xs" if "xs" in scope.arrs and self.ch.flag(50) else self.expr(scope, (2, 3))
         out, outs = self.fresh("t"), self.fresh("t")
         lines = [f"def {body}({c}, {xr}):"] + ["    " + x for x in stmts]
-        lines.append(f"{out}, {outs if with_ys else '_'} = jax.lax.scan({body}, {self.expr(scope, s)}, {xs})")
+        ys_out = outs if with_ys else "_"
+        lines.append(f"{out}, {ys_out} = jax.lax.scan({body}, {self.expr(scope, s)}, {xs})")
         scope.arrs[out] = s
         if with_ys:
             scope.arrs[outs] = (2, 3)

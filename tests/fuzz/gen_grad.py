@@ -143,7 +143,7 @@ class GradMixin:
         if has_aux:
             scope.arrs[aux] = aux_shape
         grads = [f"{g}[{i}]" for i in range(len(diffs))] if isinstance(argnums, tuple) else [g]
-        for gi, (q, kind, path, s) in zip(grads, diffs):
+        for gi, (_q, kind, path, s) in zip(grads, diffs):
             lines += self.apply_grad(scope, gi, kind, path, s)
         return lines
 

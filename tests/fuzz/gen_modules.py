@@ -81,7 +81,8 @@ class ModulesMixin:
         if self.ch.flag(20):  # flax's own Variable: read and written through .value only
             cls = self.ch.pick(["nnx.Param", "nnx.Variable", "nnx.BatchStat"])
             return Obj("nnx", shape), f"{cls}({self.init(shape)})"
-        cls = self.ch.weighted([(3, "hijaxc.Variable"), (2, "hijaxc.Param"), (1, "hijaxc.BatchStat")])
+        cls = self.ch.weighted(
+            [(3, "hijaxc.Variable"), (2, "hijaxc.Param"), (1, "hijaxc.BatchStat")])
         extra = ", ref=True" if allow_ref and self.ch.flag(15) else ""
         return Obj("arr", shape), f"{cls}({self.init(shape)}{extra})"
 

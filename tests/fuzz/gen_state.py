@@ -31,7 +31,8 @@ class StateMixin:
 
     def static_params(self, argv, statics):
         """A static argument: ``static_argnums`` (positional), or ``static_argnames`` passed
-        positionally or by keyword.  ``(positional params, {keyword param: value}, jit options)``."""
+        positionally or by keyword.
+        ``(positional params, {keyword param: value}, jit options)``."""
         if "static" in self.avoid or not self.ch.flag(30):
             return [], {}, None
         name = self.fresh("s")

@@ -170,7 +170,8 @@ class StatementsMixin:
             cls = self.ch.pick(self.classes)
             obj, expr = instance(cls), f"{cls.name}()"
         elif self.ch.flag(25):
-            obj, expr = Obj("dict", keys={"a": (3,)}), f"hijaxc.Variable({{'a': {self.expr(scope, (3,))}}})"
+            obj = Obj("dict", keys={"a": (3,)})
+            expr = f"hijaxc.Variable({{'a': {self.expr(scope, (3,))}}})"
         else:
             s = self.ch.pick(SHAPES)
             cls = self.ch.pick(["hijaxc.Variable", "hijaxc.Param"])
@@ -198,7 +199,8 @@ class StatementsMixin:
                 return [line]
         attr = self.fresh("e")
         if what == "existing":
-            cands = [(p, o) for p, o in self.paths(scope, lambda o: o.kind in ("arr", "dict", "mod"))
+            cands = [(p, o)
+                     for p, o in self.paths(scope, lambda o: o.kind in ("arr", "dict", "mod"))
                      if not reaches(o, m) and not o.lojax]
             if cands:
                 p, o = self.ch.pick(cands)

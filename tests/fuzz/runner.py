@@ -58,7 +58,8 @@ def load(source):
 
 
 class AtomicityError(AssertionError):
-    """S6: a ``hijaxc.jit`` call raised and left the caller's objects changed (or deleted arrays)."""
+    """S6: a ``hijaxc.jit`` call raised and left the caller's objects changed (or deleted
+    arrays)."""
 
 
 def _by_value(x):
@@ -189,8 +190,8 @@ def _check_stable(mod, fn, mismatch):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            oracle.check_eager(perturbed_make, calls=fn.calls, rtol=RTOL, atol=ATOL, scale_atol=True,
-                               eager_context=python_control_flow)
+            oracle.check_eager(perturbed_make, calls=fn.calls, rtol=RTOL, atol=ATOL,
+                               scale_atol=True, eager_context=python_control_flow)
     except AssertionError as e:
         raise Unstable(f"{fn.name}: eager values move past the tolerance when the initial values "
                        f"move by {STABILITY_EPS:g}: {str(e)[:300]}") from mismatch
@@ -207,7 +208,8 @@ def run_program(program, timeout=None):
                 try:
                     try:
                         oracle.check_eager(_atomic_case(getattr(mod, fn.make)), calls=fn.calls,
-                                           rtol=RTOL, atol=ATOL, scale_atol=True, eager_context=_eager_context)
+                                           rtol=RTOL, atol=ATOL, scale_atol=True,
+                                           eager_context=_eager_context)
                     except AssertionError as e:
                         if "Not equal to tolerance" in str(e):
                             _check_stable(mod, fn, e)

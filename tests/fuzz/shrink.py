@@ -24,7 +24,8 @@ def _statement_slots(tree):
                     slots += [(node, field, i) for i in range(len(stmts))]
                     todo += stmts
     return [(tree, "body", i) for i, top in enumerate(tree.body)
-            if not isinstance(top, (ast.Import, ast.ImportFrom)) and getattr(top, "name", "") != "_v"
+            if not isinstance(top, (ast.Import, ast.ImportFrom))
+            and getattr(top, "name", "") != "_v"
             ] + slots
 
 
@@ -50,7 +51,8 @@ def _expr_slots(tree):
                 if isinstance(child, ast.BinOp):
                     if str(getattr(child.left, "id", "")).startswith("n_"):
                         continue  # a while loop's counter: n_c + 1 -> n_c would never end
-                    if isinstance(child.left, ast.Constant) or isinstance(child.right, ast.Constant):
+                    if (isinstance(child.left, ast.Constant)
+                            or isinstance(child.right, ast.Constant)):
                         continue
                     subs = [child.left, child.right]
                 elif isinstance(child, ast.UnaryOp):

@@ -1,4 +1,5 @@
-"""Regression found by benchmarks/fuzz.py (nested_hijaxc_jit, minimized by hand): hijaxc.jit must match eager execution.
+"""Regression found by benchmarks/fuzz.py (nested_hijaxc_jit, minimized by hand): hijaxc.jit must
+match eager execution.
 
 SyntaxError: duplicate argument '__hx' in function definition (<hijaxc generated:
 __hx_factory.<locals>.f0.<locals>.g2 637535cb>, line 3)

@@ -1,4 +1,5 @@
-"""Regression found by benchmarks/fuzz.py (lax_in_method, minimized by hand): hijaxc.jit must match eager execution.
+"""Regression found by benchmarks/fuzz.py (lax_in_method, minimized by hand): hijaxc.jit must
+match eager execution.
 
 Fixed: calls from compiled code into user functions are converted (runtime/callees.py).  It was:
 
