@@ -36,6 +36,7 @@ import sys
 import time
 from typing import Any, Callable, NamedTuple
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -381,6 +382,8 @@ def plot(sweeps: list["Sweep"], path: str) -> bool:
         ax.set_title(s.workload.title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"time per call vs N (jax {jax.__version__}, flax {flax.__version__}, "
+                 f"{jax.default_backend()})", fontsize=11)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -432,8 +435,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def header(s: Settings) -> str:
-    import flax
-
     return (f"jax {jax.__version__}, flax {flax.__version__}, {jax.default_backend()}, "
             f"{os.cpu_count()} cores; medians of {s.rounds} interleaved rounds × up to {s.calls} "
             f"calls; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
