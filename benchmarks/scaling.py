@@ -247,9 +247,13 @@ def calls_per_round(calls: int, n: int) -> int:
 def time_one_n(w: Workload, n: int, rounds: int, calls: int) -> list[Timing]:
     contenders = [make_contender(name, w, w.make(n)) for name in available()]
     before = {c.name: [np.asarray(v) for v in c.leaves()] for c in contenders}
+    warmup = {}
     for c in contenders:  # trace + compile, warm up
+        t0 = time.perf_counter()
         for _ in range(WARMUP):
             jax.block_until_ready(c.call())
+        warmup[c.name] = f"{time.perf_counter() - t0:.1f}"
+    print(f"  {w.name} N={n} warm-up (s): {warmup}", file=sys.stderr)
     k = calls_per_round(calls, n)
     samples = {c.name: [] for c in contenders}
     for _ in range(rounds):  # interleaved
