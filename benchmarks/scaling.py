@@ -1,0 +1,472 @@
+"""How the per-call cost grows with the number of Variables (issue 15), one interleaved run.
+
+    python benchmarks/scaling.py                  # full run (minutes)
+    python benchmarks/scaling.py --quick          # few rounds, small N (CI smoke, development)
+    python benchmarks/scaling.py --ns 10,100 --rounds 5 --out /tmp/s.md --no-plot
+
+Two sweeps, each against the floor: a hand-written ``jax.jit`` on the flat list of the N arrays
+with ``donate_argnums``.
+
+  scalars: one Module holding N scalar Variables; the step bumps each (compute is negligible,
+           so the time is the call path).
+  linears: a model of N tiny ``nnx.Linear`` layers (kernel + bias each); a training-like step
+           runs the forward pass and updates every parameter in place (``p -= 0.01 * p``).
+
+Contenders (where the installed flax has them): ``hijaxc.jit``, ``nnx.jit``,
+``nnx.jit(graph=False)`` (tree mode) and ``nnx.cached_partial``.  Each round calls each contender
+K times and blocks on the last output; the table gives the median per-call time over the rounds
+and the ratio to the floor.  Every contender's state is checked afterwards: it must have advanced
+by exactly the number of calls made.
+
+First call (trace + compile) of a model of ``--first-call-layers`` Linear layers: each contender
+in a fresh subprocess running this file, so that nothing is cached.
+
+Writes a markdown table (``--out``, default benchmarks/results/scaling.md) and a log-log plot
+(``--plot``, default docs/scaling.png; needs matplotlib: ``pip install -e '.[bench]'``).
+"""
+import argparse
+import dataclasses
+import inspect
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+import hijaxc  # noqa: E402
+
+FLOOR = "floor: flat jax.jit"
+HIJAXC = "hijaxc.jit"
+NNX_JIT = "nnx.jit"
+NNX_TREE = "nnx.jit(graph=False)"
+NNX_CACHED = "nnx.cached_partial"
+WARMUP = 3
+DIM = 4
+DECAY = 0.01
+
+_List = getattr(nnx, "List", list)  # flax < 0.11: a plain list attribute is a graph node
+
+
+def _item_writes_supported():
+    """flax >= 0.11 Variables take ``v[...] = x``; older ones only ``v.value = x``."""
+    v = nnx.Variable(jnp.zeros(()))
+    try:
+        v[...] = jnp.ones(())
+    except TypeError:
+        return False
+    return True
+
+
+ITEM_WRITES = _item_writes_supported()
+
+
+class Counters(nnx.Module):
+    def __init__(self, n):
+        self.counters = _List([nnx.Variable(jnp.zeros((), jnp.int32)) for _ in range(n)])
+
+
+class Linears(nnx.Module):
+    def __init__(self, n, dim=DIM):
+        rngs = nnx.Rngs(0)
+        self.layers = _List([nnx.Linear(dim, dim, bias_init=nnx.initializers.ones, rngs=rngs)
+                             for _ in range(n)])
+
+
+# The steps, as a user writes them for nnx.jit / hijaxc.jit (hijaxc compiles them from this file).
+if ITEM_WRITES:
+    def bump(model):
+        for c in model.counters:
+            c[...] += 1
+        return model.counters[-1][...]
+
+    def train_like(model, x):
+        y = x
+        for layer in model.layers:
+            y = jnp.tanh(layer(y))
+        for layer in model.layers:
+            layer.kernel[...] -= DECAY * layer.kernel[...]
+            layer.bias[...] -= DECAY * layer.bias[...]
+        return (y ** 2).mean()
+else:
+    def bump(model):
+        for c in model.counters:
+            c.value += 1
+        return model.counters[-1].value
+
+    def train_like(model, x):
+        y = x
+        for layer in model.layers:
+            y = jnp.tanh(layer(y))
+        for layer in model.layers:
+            layer.kernel.value -= DECAY * layer.kernel.value
+            layer.bias.value -= DECAY * layer.bias.value
+        return (y ** 2).mean()
+
+
+# The floors: the same steps written by hand on the flat list of arrays.
+def flat_bump(leaves):
+    new = [v + 1 for v in leaves]
+    return new, new[-1]
+
+
+def flat_train_like(leaves, x):
+    kernels, biases = leaves[0::2], leaves[1::2]
+    y = x
+    for k, b in zip(kernels, biases):
+        y = jnp.tanh(y @ k + b)
+    new = []
+    for k, b in zip(kernels, biases):
+        new += [k - DECAY * k, b - DECAY * b]
+    return new, (y ** 2).mean()
+
+
+def counter_leaves(model):
+    return [c[...] for c in model.counters]
+
+
+def linear_leaves(model):
+    """kernel, bias of each layer in turn: the floor's flat list, and what the checks read."""
+    return [p[...] for layer in model.layers for p in (layer.kernel, layer.bias)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str                                   # "scalars" / "linears"
+    title: str                                  # what N counts
+    make: Callable[[int], nnx.Module]
+    step: Callable[..., Any]                    # (model, *args) -> array
+    flat_step: Callable[..., Any]               # (leaves, *args) -> (leaves, array)
+    args: tuple                                 # the non-state arguments
+    leaves: Callable[[nnx.Module], list]        # the state as a flat list of arrays
+    advance: Callable[[np.ndarray, int], np.ndarray]  # a leaf after k calls
+
+
+SCALARS = Workload("scalars", "N scalar Variables in one Module", Counters, bump, flat_bump, (),
+                   counter_leaves, lambda v, k: v + k)
+LINEARS = Workload("linears", f"N Linear({DIM}, {DIM}) layers (kernel + bias)", Linears,
+                   train_like, flat_train_like, (jnp.ones((1, DIM)),), linear_leaves,
+                   lambda v, k: v * (1 - DECAY) ** k)
+
+
+# ----------------------------------------------------------------------------- contenders
+
+@dataclasses.dataclass
+class Contender:
+    name: str
+    call: Callable[[], Any]                 # one step; returns an array to block on
+    leaves: Callable[[], list]              # the state now, as the workload's flat list
+
+
+def _floor(w: Workload, model: nnx.Module) -> Contender:
+    step = jax.jit(w.flat_step, donate_argnums=0)
+    box = {"leaves": w.leaves(model)}
+
+    def call():
+        box["leaves"], out = step(box["leaves"], *w.args)
+        return out
+
+    return Contender(FLOOR, call, lambda: box["leaves"])
+
+
+def _nnx_tree_jit():
+    """``nnx.jit(graph=False)`` where this flax has tree mode, else None."""
+    if "graph" not in inspect.signature(nnx.jit).parameters:
+        return None
+    return lambda f: nnx.jit(f, graph=False)
+
+
+def _cached_partial(f, model):
+    """``nnx.cached_partial`` in graph mode with graph updates, as its docstring has it."""
+    mode = getattr(nnx, "set_graph_mode", None)
+    updates = getattr(nnx, "set_graph_updates", None)
+    if mode is None or updates is None:
+        return nnx.cached_partial(f, model)
+    with mode(True), updates(True):
+        return nnx.cached_partial(f, model)
+
+
+def available() -> list[str]:
+    """The contenders this environment has, floor first."""
+    names = [FLOOR, HIJAXC, NNX_JIT]
+    if _nnx_tree_jit() is not None:
+        names.append(NNX_TREE)
+    if hasattr(nnx, "cached_partial"):
+        names.append(NNX_CACHED)
+    return names
+
+
+def make_contender(name: str, w: Workload, model: nnx.Module) -> Contender:
+    """``name``'s step on ``model`` (the floor copies the model's arrays into a flat list)."""
+    if name == FLOOR:
+        return _floor(w, model)
+    if name == NNX_CACHED:
+        cached = _cached_partial(nnx.jit(w.step), model)
+        return Contender(name, lambda: cached(*w.args), lambda: w.leaves(model))
+    wrap = {HIJAXC: hijaxc.jit, NNX_JIT: nnx.jit, NNX_TREE: _nnx_tree_jit()}[name]
+    f = wrap(w.step)
+    return Contender(name, lambda: f(model, *w.args), lambda: w.leaves(model))
+
+
+def check_advanced(w: Workload, c: Contender, before: list, calls: int):
+    """The contender really stepped the state ``calls`` times (so none is timed doing nothing)."""
+    after = c.leaves()
+    assert len(after) == len(before), (c.name, len(after), len(before))
+    for i, (b, a) in enumerate(zip(before, after)):
+        want = w.advance(b, calls)
+        assert np.allclose(np.asarray(a), want, rtol=1e-3, atol=1e-6), \
+            f"{c.name}: leaf {i} of {w.name} did not advance {calls} times"
+
+
+# ----------------------------------------------------------------------------- timing
+
+class Timing(NamedTuple):
+    workload: str
+    contender: str
+    n: int
+    seconds: float          # median time per call
+    ratio: float            # vs the floor at the same n
+
+
+def calls_per_round(calls: int, n: int) -> int:
+    """Fewer calls per round for large N, where one call already takes milliseconds."""
+    return max(3, calls * 100 // max(n, 100))
+
+
+def time_one_n(w: Workload, n: int, rounds: int, calls: int) -> list[Timing]:
+    contenders = [make_contender(name, w, w.make(n)) for name in available()]
+    before = {c.name: [np.asarray(v) for v in c.leaves()] for c in contenders}
+    warmup = {}
+    for c in contenders:  # trace + compile, warm up
+        t0 = time.perf_counter()
+        for _ in range(WARMUP):
+            jax.block_until_ready(c.call())
+        warmup[c.name] = f"{time.perf_counter() - t0:.1f}"
+    print(f"  {w.name} N={n} warm-up (s): {warmup}", file=sys.stderr)
+    k = calls_per_round(calls, n)
+    samples = {c.name: [] for c in contenders}
+    for _ in range(rounds):  # interleaved
+        for c in contenders:
+            t0 = time.perf_counter()
+            for _ in range(k):
+                out = c.call()
+            jax.block_until_ready(out)
+            samples[c.name].append((time.perf_counter() - t0) / k)
+    for c in contenders:
+        check_advanced(w, c, before[c.name], WARMUP + rounds * k)
+    med = {name: statistics.median(s) for name, s in samples.items()}
+    return [Timing(w.name, name, n, s, s / med[FLOOR]) for name, s in med.items()]
+
+
+def sweep(w: Workload, ns: list[int], rounds: int, calls: int) -> list[Timing]:
+    out = []
+    for n in ns:
+        t0 = time.perf_counter()
+        out += time_one_n(w, n, rounds, calls)
+        print(f"  {w.name} N={n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return out
+
+
+# ----------------------------------------------------------------------------- first call
+
+class FirstCall(NamedTuple):
+    contender: str
+    cold: float             # first call in a fresh process (median over processes)
+    warm: float             # then the first call of a new step (other shapes), same process
+    cold_ratio: float       # vs the hand-written jax.jit step
+    warm_ratio: float
+
+
+def _timed_first_call(name: str, w: Workload, model: nnx.Module) -> float:
+    jax.block_until_ready(w.leaves(model))
+    t0 = time.perf_counter()
+    jax.block_until_ready(make_contender(name, w, model).call())
+    return time.perf_counter() - t0
+
+
+def first_call_child(name: str, layers: int):
+    """Run in a fresh process: ``name``'s first call (wrap + trace + compile + run) on LINEARS,
+    then on the same model with other shapes (the library's one-time costs already paid)."""
+    jax.block_until_ready(jax.jit(lambda a: a + 1)(jnp.ones(())))  # backend started: not timed
+    cold = _timed_first_call(name, LINEARS, LINEARS.make(layers))
+    other = dataclasses.replace(LINEARS, make=lambda n: Linears(n, DIM + 1),
+                                args=(jnp.ones((1, DIM + 1)),))
+    warm = _timed_first_call(name, other, other.make(layers))
+    print(json.dumps({"cold": cold, "warm": warm}))
+
+
+def _first_call_run(name: str, layers: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--first-call-child", name,
+           "--first-call-layers", str(layers)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"first call of {name} failed:\n{r.stderr[-3000:]}", file=sys.stderr)
+        return {"cold": math.nan, "warm": math.nan}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def first_calls(layers: int, repeats: int) -> list[FirstCall]:
+    runs = {name: [] for name in available()}
+    for _ in range(repeats):  # interleaved
+        for name in runs:
+            runs[name].append(_first_call_run(name, layers))
+    cold = {name: statistics.median(r["cold"] for r in rs) for name, rs in runs.items()}
+    warm = {name: statistics.median(r["warm"] for r in rs) for name, rs in runs.items()}
+    return [FirstCall(name, cold[name], warm[name], cold[name] / cold[FLOOR],
+                      warm[name] / warm[FLOOR]) for name in runs]
+
+
+# ----------------------------------------------------------------------------- report
+
+def _fmt(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "n/a"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def sweep_table(w: Workload, timings: list[Timing]) -> str:
+    ns = sorted({t.n for t in timings})
+    cell = {(t.contender, t.n): t for t in timings}
+    lines = [f"### {w.title}: time per call (× the floor)", "",
+             "| contender | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
+             "|---" * (len(ns) + 1) + "|"]
+    for name in available():
+        cells = [f"{_fmt(cell[name, n].seconds)} ({cell[name, n].ratio:.2f}×)" for n in ns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def first_call_table(layers: int, repeats: int, rows: list[FirstCall]) -> str:
+    lines = [f"### First call (wrap + trace + compile + run), {layers} Linear layers, "
+             f"median of {repeats} fresh processes", "",
+             "*fresh*: the process's first step; *warm*: then a new step of the same size "
+             f"(Linear({DIM + 1}, {DIM + 1}) layers), so one-time library costs are already paid.",
+             "", "| contender | fresh | × jax.jit | warm | × jax.jit |", "|---|---|---|---|---|"]
+    for r in rows:
+        name = "jax.jit (hand-written, flat)" if r.contender == FLOOR else r.contender
+        lines.append(f"| {name} | {_fmt(r.cold)} | {r.cold_ratio:.2f}× | {_fmt(r.warm)} "
+                     f"| {r.warm_ratio:.2f}× |")
+    return "\n".join(lines)
+
+
+def plot(sweeps: list["Sweep"], path: str) -> bool:
+    """Log-log time per call vs N, a line per contender, floor dashed; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+        return False
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(6 * len(sweeps), 4.5), squeeze=False)
+    for ax, s in zip(axes[0], sweeps):
+        for name in available():
+            pts = sorted((t.n, t.seconds * 1e3) for t in s.timings if t.contender == name)
+            style = dict(color="black", linestyle="--") if name == FLOOR else {}
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N")
+        ax.set_ylabel("time per call (ms)")
+        ax.set_title(s.workload.title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"time per call vs N (jax {jax.__version__}, flax {flax.__version__}, "
+                 f"{jax.default_backend()})", fontsize=11)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- main
+
+class Sweep(NamedTuple):
+    workload: Workload
+    timings: list[Timing]
+
+
+class Results(NamedTuple):
+    contenders: list[str]
+    sweeps: list[Sweep]
+    first_call: list[FirstCall]
+    markdown: str
+
+
+class Settings(NamedTuple):
+    rounds: int
+    calls: int
+    scalar_ns: list[int]
+    linear_ns: list[int]
+    first_call_repeats: int
+
+
+def settings(a: argparse.Namespace) -> Settings:
+    ns = [int(n) for n in a.ns.split(",")] if a.ns else None
+    if a.quick:
+        return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1)
+    return Settings(a.rounds or 15, 20, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 3)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds, small N")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 15, quick 3)")
+    ap.add_argument("--ns", help="comma-separated N for both sweeps (default 10,100,1000[,4000])")
+    ap.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "scaling.md"))
+    ap.add_argument("--plot", default=os.path.join(_ROOT, "docs", "scaling.png"))
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--first-call-layers", type=int, default=100)
+    ap.add_argument("--no-first-call", action="store_true")
+    ap.add_argument("--first-call-child", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def header(s: Settings) -> str:
+    return (f"jax {jax.__version__}, flax {flax.__version__}, {jax.default_backend()}, "
+            f"{os.cpu_count()} cores; medians of {s.rounds} interleaved rounds × up to {s.calls} "
+            f"calls; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
+            f"donated.  Unavailable here: "
+            f"{', '.join(n for n in (NNX_TREE, NNX_CACHED) if n not in available()) or 'none'}.")
+
+
+def main(argv=None) -> Results | None:
+    a = parse_args(argv)
+    if a.first_call_child:
+        first_call_child(a.first_call_child, a.first_call_layers)
+        return None
+    s = settings(a)
+    sweeps = [Sweep(SCALARS, sweep(SCALARS, s.scalar_ns, s.rounds, s.calls)),
+              Sweep(LINEARS, sweep(LINEARS, s.linear_ns, s.rounds, s.calls))]
+    parts = [header(s)] + [sweep_table(sw.workload, sw.timings) for sw in sweeps]
+    fc = [] if a.no_first_call else first_calls(a.first_call_layers, s.first_call_repeats)
+    if fc:
+        parts.append(first_call_table(a.first_call_layers, s.first_call_repeats, fc))
+    md = "\n\n".join(parts) + "\n"
+    print(md)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(md)
+    if not a.no_plot and plot(sweeps, a.plot):
+        print(f"plot: {a.plot}", file=sys.stderr)
+    return Results(available(), sweeps, fc, md)
+
+
+if __name__ == "__main__":
+    main()

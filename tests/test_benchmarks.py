@@ -1,0 +1,43 @@
+"""Smoke tests of the benchmark scripts: they run and report every contender with finite ratios.
+
+Times are never asserted (the machines are shared and noisy)."""
+import importlib.util
+import math
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_scaling():
+    path = os.path.join(ROOT, "benchmarks", "scaling.py")
+    spec = importlib.util.spec_from_file_location("hijaxc_bench_scaling", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scaling_quick(tmp_path):
+    scaling = _load_scaling()
+    out = tmp_path / "scaling.md"
+    res = scaling.main(["--quick", "--ns", "10", "--rounds", "2", "--no-plot",
+                        "--first-call-layers", "3", "--out", str(out)])
+    assert res.contenders[:3] == [scaling.FLOOR, scaling.HIJAXC, scaling.NNX_JIT]
+    assert out.read_text() == res.markdown
+    table_rows = [line.split(" | ")[0].lstrip("| ") for line in res.markdown.splitlines()]
+    for sw in res.sweeps:
+        assert {(t.contender, t.n) for t in sw.timings} == {(c, 10) for c in res.contenders}
+        assert all(math.isfinite(t.ratio) and t.ratio > 0 for t in sw.timings), sw.timings
+    for name in res.contenders:
+        assert table_rows.count(name) >= len(res.sweeps), name  # + the first-call table
+    assert {r.contender for r in res.first_call} == set(res.contenders)
+    assert all(math.isfinite(r.cold_ratio) and math.isfinite(r.warm_ratio)
+               for r in res.first_call), res.first_call
+
+
+def test_scaling_plot_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
+    scaling = _load_scaling()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    assert scaling.plot([], str(tmp_path / "p.png")) is False
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
