@@ -2,7 +2,7 @@
 
 Generated code imports only this package (as ``__hx``); it never imports the compiler.
 """
-from . import flax_patches, step, transforms  # noqa: F401  (step: the compiler's entry point)
+from . import _adapter, flax_patches, step, transforms  # noqa: F401  (step: the compiler's entry)
 from .callees import callee  # noqa: F401  (generated code: ``__hx.callee(f)(*args)``)
 from .config import use_hijax, var_defaults
 from .convert import find_duplicates, to_hijax, to_lojax, vars_as, with_vars
@@ -26,7 +26,7 @@ def setitem(obj, idx, value, where):
     """``obj[idx] = value`` as generated code writes it, with the user's line for errors."""
     if isinstance(obj, Variable):
         obj._write(idx, value, where)
-    else:
+    elif not (idx is Ellipsis and _adapter.write_whole_traced(obj, value)):
         obj[idx] = value
 
 

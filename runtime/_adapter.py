@@ -100,6 +100,26 @@ def flax_hijax_write(v, value) -> None:
     v.set_value(value)
 
 
+#: flax 0.12: ``v[idx] = x`` is ``set_value(x, index=idx)``, whose full-replace test asks the value
+#: for its ``sharding``; a tracer answers with an error message built from every equation traced
+#: so far, so a trace writing N Variables costs O(N^2) there.
+_SET_VALUE_HAS_INDEX = "index" in inspect.signature(FlaxVariable.set_value).parameters
+
+
+def write_whole_traced(v, value) -> bool:
+    """``v[...] = value`` for a flax Variable whose value and the new one are tracers of the same
+    shape and dtype: flax's own full replace, without its indexed path (see above).  False where
+    it does not apply (then write ``v[...] = value`` as usual)."""
+    if not _SET_VALUE_HAS_INDEX or is_flax_hijax(v) or not isinstance(v, FlaxVariable):
+        return False
+    raw = _raw.__get__(v)
+    if not (is_tracer(raw) and is_tracer(value) and raw.shape == value.shape
+            and raw.dtype == value.dtype):
+        return False
+    v.set_value(value)
+    return True
+
+
 def register_pytree(cls, flatten, flatten_with_keys, unflatten) -> None:
     try:
         jax.tree_util.register_pytree_with_keys(
