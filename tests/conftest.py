@@ -1,4 +1,5 @@
-"""Test configuration: ``tests/`` on ``sys.path`` (for ``oracle``), a fixture that puts hijaxc's
+"""Test configuration: ``tests/`` on ``sys.path`` (for the helper modules the tests import:
+``oracle``, ``eager_models``, ``fault_harness``, ``user_code``), a fixture that puts hijaxc's
 mode flags back after every test, and the ``controlflow`` marker (S7 tests; being written now)."""
 
 import os

@@ -356,3 +356,88 @@ def _restore(obj, old):
         for k in obj:
             if k in old:
                 _restore(obj[k], old[k])
+
+
+# --------------------------------------------------------------------------------------------------
+# S7: the Python reference control flow.  Eagerly, JAX traces the bodies of lax control flow, so a
+# body that mutates a Variable would leak a tracer: the reference semantics is the Python one ("as
+# it would eagerly, every iteration").  ``python_control_flow`` patches Python versions of the
+# primitives in for the eager run; ``check_cf`` is ``check_eager`` with it.
+# --------------------------------------------------------------------------------------------------
+def _slice(xs, i):
+    def one(a):
+        if isinstance(a, nnx.Module):
+            graphdef, st = nnx.split(a)
+            return nnx.merge(graphdef, jax.tree.map(lambda b: b[i], st))
+        return a[i]
+
+    return jax.tree.map(one, xs, is_leaf=lambda a: isinstance(a, nnx.Module))
+
+
+def _leading_length(xs):
+    first = jax.tree.leaves(xs, is_leaf=lambda a: isinstance(a, nnx.Module))[0]
+    if isinstance(first, nnx.Module):
+        first = jax.tree.leaves(nnx.state(first))[0]
+    return len(first)
+
+
+def _py_scan(f, init, xs=None, length=None, **_):
+    n = length if xs is None else _leading_length(xs)
+    carry, ys = init, []
+    for i in range(n):
+        carry, y = f(carry, None if xs is None else _slice(xs, i))
+        ys.append(y)
+    stacked = None if all(y is None for y in ys) else jax.tree.map(lambda *a: jnp.stack(a), *ys)
+    return carry, stacked
+
+
+def _py_fori_loop(lo, hi, body, init, **_):
+    val = init
+    for i in range(int(lo), int(hi)):
+        val = body(jnp.asarray(i), val)
+    return val
+
+
+def _py_while_loop(cond, body, init):
+    val = init
+    while bool(cond(val)):
+        val = body(val)
+    return val
+
+
+def _py_cond(pred, true_fn, false_fn, *operands, **_):
+    return true_fn(*operands) if bool(pred) else false_fn(*operands)
+
+
+def _py_switch(index, branches, *operands, **_):
+    return branches[min(max(int(index), 0), len(branches) - 1)](*operands)
+
+
+def _identity_transform(f=None, **_):
+    return f if f is not None else (lambda g: g)
+
+
+@contextlib.contextmanager
+def python_control_flow():
+    patches = {
+        (jax.lax, "scan"): _py_scan,
+        (jax.lax, "fori_loop"): _py_fori_loop,
+        (jax.lax, "while_loop"): _py_while_loop,
+        (jax.lax, "cond"): _py_cond,
+        (jax.lax, "switch"): _py_switch,
+        (jax, "jit"): _identity_transform,
+        (jax, "checkpoint"): _identity_transform,
+        (hijaxc, "jit"): _identity_transform,
+    }
+    saved = {k: getattr(*k) for k in patches}
+    try:
+        for (mod, name), f in patches.items():
+            setattr(mod, name, f)
+        yield
+    finally:
+        for (mod, name), f in saved.items():
+            setattr(mod, name, f)
+
+
+def check_cf(make, **kw):
+    return check_eager(make, eager_context=python_control_flow, **kw)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from hijaxc.runtime import callees
-from test_eager_equivalence import check_cf, python_control_flow
+from oracle import check_cf, python_control_flow
 
 import hijaxc
 from hijaxc import api, parse
