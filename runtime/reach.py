@@ -69,6 +69,8 @@ def holds_caller_state(x: Any, ctx, outer=(), depth: int = 0) -> bool:
         if any(k in o.fresh for o in outer):
             return True
         items = _adapter.node_items(x).values()
+        if not any(holds_state(y) for y in items):
+            return True  # a Module of the caller's holding no state yet: a new attribute is state
     else:
         items = _items(x)
     return items is not None and any(holds_caller_state(y, ctx, outer, depth + 1) for y in items)
