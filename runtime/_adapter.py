@@ -103,7 +103,8 @@ def flax_hijax_write(v, value) -> None:
 #: flax 0.12: ``v[idx] = x`` is ``set_value(x, index=idx)``, whose full-replace test asks the value
 #: for its ``sharding``; a tracer answers with an error message built from every equation traced
 #: so far, so a trace writing N Variables costs O(N^2) there.
-_SET_VALUE_HAS_INDEX = "index" in inspect.signature(FlaxVariable.set_value).parameters
+_SET_VALUE_HAS_INDEX = hasattr(FlaxVariable, "set_value") and (
+    "index" in inspect.signature(FlaxVariable.set_value).parameters)
 
 
 def write_whole_traced(v, value) -> bool:
