@@ -207,7 +207,10 @@ class BaseMixin:
             members = [self.ch.pick(sorted(pool)) for _ in range(self.ch.integer(1, 3))]
             obj = Obj("list", items=[pool[m] for m in members])
             expr = f"[{', '.join(members)}]"
-            return obj, expr, lambda: f"[{', '.join(members)}, hijaxc.Variable({self.init((3,))})]"
+            n0 = len(members)
+            # one more item, unless the body appends (its items would then sit at other indices)
+            return obj, expr, lambda: expr if len(obj.items) > n0 else (
+                f"[{', '.join(members)}, hijaxc.Variable({self.init((3,))})]")
         if what == "tuple" and pool:
             return self.new_tuple(pool)
         if what == "rngs":

@@ -60,8 +60,9 @@ class ModulesMixin:
         lines = [f"class {name}(nnx.Module):", "    def __init__(self):"]
         lines += ["        " + s for s in init]
         if self.ch.flag(50):  # (set spec.method afterwards: the method must not call itself)
+            # methods may run under jax.grad (grad(model.score)): no while_loop in them
             scope = Scope({"self": instance(spec)}, {"y": (3,)}, values_only=True, depth=1,
-                          no_control="lax_in_method" in self.avoid)
+                          no_control="lax_in_method" in self.avoid, differentiated=True)
             body = self.block(scope, self.ch.integer(1, 3))
             ret = self.expr(scope, (3,))
             lines += ["", "    def bump(self, y):"]
