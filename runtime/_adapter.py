@@ -159,6 +159,16 @@ def swap_node_state(node):
     return None
 
 
+def node_from_other_trace(node) -> bool:
+    """Whether flax can tell that graph node ``node`` was made outside the current trace (its
+    bookkeeping records the trace it was created in).  flax 0.10 on JAX 0.4 cannot (its trace
+    state says "valid" inside ``jax.jit`` for a node made outside): False there."""
+    d = node_items(node)
+    state = next((d[k] for k in NODE_STATE_KEYS if k in d), None)
+    trace_state = getattr(state, "_trace_state", None)
+    return trace_state is not None and not trace_state.is_valid()
+
+
 #: Bumped by every attribute write/delete on a graph node (flax_patches.py) and by hijaxc's own
 #: structural write-backs.  The steady-state call path compares it with the value it saw last time
 #: instead of re-walking the object graph: equal epochs + the same root objects = the same

@@ -70,7 +70,9 @@ def holds_caller_state(x: Any, ctx, outer=(), depth: int = 0) -> bool:
             return True
         items = _adapter.node_items(x).values()
         if not any(holds_state(y) for y in items):
-            return True  # a Module of the caller's holding no state yet: a new attribute is state
+            # a Module of the caller's holding no state yet: a new attribute is state (not one
+            # made in this trace; where flax cannot tell, it is not counted)
+            return _adapter.node_from_other_trace(x)
     else:
         items = _items(x)
     return items is not None and any(holds_caller_state(y, ctx, outer, depth + 1) for y in items)
