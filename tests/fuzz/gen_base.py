@@ -314,7 +314,9 @@ class BaseMixin:
                     if created:
                         a = self.ch.pick(created)
                         del m.attrs[a]
-                        lines.append(f"del {p}.{a}")
+                        # the body may create it under a condition that did not hold
+                        lines.append(f"if hasattr({p}, {a!r}):")
+                        lines.append(f"    del {p}.{a}")
             elif what == "append":  # grow a container, or swap one of its items
                 cands = self.paths(scope, lambda o: o.kind in ("list", "pydict"))
                 if cands:
