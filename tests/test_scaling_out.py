@@ -104,7 +104,7 @@ def _launch(tmp_path, processes, deadline):
     )
     assert _workers(out) and not any(_alive(pid) for pid in _workers(out))
     if rc != 0 and GLOO_CROSSED_MESSAGES in err and processes < 8:
-        warnings.warn(f"gloo crossed messages ({processes} processes); rerunning with 8", stacklevel=2)
+        warnings.warn(f"gloo: crossed messages, {processes} processes; again with 8", stacklevel=2)
         return _launch(tmp_path, 8, deadline)
     assert rc == 0, out[-3000:] + err[-5000:]
     return _result(out), dict(np.load(npz)), secs
