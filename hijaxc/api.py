@@ -272,7 +272,7 @@ class JitFunction:
             _NNX_GRAPH_CONTEXT.tmp_static_cache = None
         if self._bound or self._bound_kw:
             args, kwargs = self._args(args, kwargs)
-        return (self._step or self.step)(*args, **kwargs)
+        return (self._step or self.step).call(args, kwargs)
 
     def __get__(self, obj: Any, objtype: type | None = None) -> JitFunction:
         if obj is None:

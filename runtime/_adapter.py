@@ -35,6 +35,7 @@ GRAPH_MODULE = graph
 
 _RAW_SLOT = "_raw_value" if "_raw_value" in FlaxVariable.__slots__ else "raw_value"
 _raw = FlaxVariable.__dict__[_RAW_SLOT]
+RAW_SLOT_DESCRIPTOR = _raw  # (runtime/_speedups.c calls it directly)
 _meta = FlaxVariable.__dict__["_var_metadata"]
 _trace = FlaxVariable.__dict__["_trace_state"]
 #: ``get_raw(v)`` / ``set_raw(v, x)``: the value slot of any (lojax) NNX or hijaxc Variable.

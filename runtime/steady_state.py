@@ -5,15 +5,22 @@ reads the Variables' raw values by index, calls the compiled step and writes the
 index, skipping the graph walk entirely.  It is valid while the global epoch (bumped by every
 attribute write on a graph node) is unchanged and the roots are the same objects.
 
-Everything per call is a C-level ``map`` over precomputed lists where the layout allows it (it
-does for the usual ``step(model, optimizer, x, y)``): the Variables' leaves come first, in order,
-then the plain arguments; the written-back leaves come first in the outputs.
+``Fast.record`` ends by building ``Fast.call``, a closure specialised to the recorded layout:
+only the checks this structure needs, and per Variable two passes -- ``_gather`` reads the value
+slots and the reference counts (the donation check, S9), ``_scatter`` writes the outputs back.
+They are the C functions of the optional extension ``_speedups`` where it was built, else
+C-level ``map``s over the slot descriptor (about three times the cost per Variable;
+``HIJAXC_PURE_PYTHON=1`` forces them).  The usual ``step(model, optimizer, x, y)`` has the layout
+these passes want: the Variables' leaves first, in order, then the plain arguments; the
+written-back leaves first in the outputs.  Other layouts take the closure's general branches.
 """
 import collections
 import itertools
 import operator
+import os
 import sys
-from itertools import islice
+from functools import partial
+from itertools import compress, islice
 
 from . import _adapter, donation
 from .spec import DictSpec, FlaxHijaxSpec, Leaf, ListSpec, Obj, RefSpec, Static, VarSpec, build
@@ -26,12 +33,74 @@ LEAF_TYPES = frozenset({_adapter.ArrayImpl, int, float, bool, complex})
 MISS = object()  # the steady state does not apply: take the slow path
 
 
+def _sole_holder_count() -> int:
+    """What ``_donation_reads`` reads for an array held by nothing but one slot and ``leaves``
+    (measured, not assumed: the temporaries an iterator holds differ between Python versions)."""
+    slot = [object()]
+    leaves = [slot[0]]
+    counts = {bytes(map(_getrefcount, islice(leaves, 1)))[0],
+              bytes(map(_getrefcount, map(leaves.__getitem__, [0])))[0]}
+    assert len(counts) == 1, counts
+    return counts.pop()
+
+
+_SOLE = _sole_holder_count()
+_sole_holder = _SOLE.__ge__  # count -> the leaf is held by its Variable alone
+
+
+def _py_gather(objects: list, n: int) -> tuple:
+    """``(values, counts)``: the objects' value slots, and the reference counts of the first ``n``
+    values as ``bytes`` (capped at 255: such a value is held elsewhere anyway)."""
+    values = list(map(_get_raw, objects))
+    try:
+        return values, bytes(map(_getrefcount, islice(values, n)))
+    except ValueError:
+        return values, bytes(min(c, 255) for c in map(_getrefcount, islice(values, n)))
+
+
+def _py_scatter(objects: list, values: list) -> None:
+    _consume(map(_set_raw, objects, values))
+
+
+def _c_passes():
+    """``_speedups``' gather/scatter bound to the value slot, or None where the extension is not
+    built, disabled, or counts differently from the Python passes (checked, not assumed)."""
+    if os.environ.get("HIJAXC_PURE_PYTHON"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    raw = _adapter.RAW_SLOT_DESCRIPTOR
+    gather, scatter = partial(_speedups.gather, raw), partial(_speedups.scatter, raw)
+    v = _adapter.FlaxVariable.__new__(_adapter.FlaxVariable)
+    _set_raw(v, object())
+    if gather([v], 1)[1] != _py_gather([v], 1)[1]:
+        return None
+    return gather, scatter
+
+
+def use_speedups(on: bool = True) -> bool:
+    """Take the C passes (where built) or the Python ones; returns whether C passes are in use.
+    Read at call time, so tests can switch."""
+    global _gather, _scatter
+    c = _c_passes() if on else None
+    _gather, _scatter = c if c is not None else (_py_gather, _py_scatter)
+    return c is not None
+
+
+use_speedups()
+
+
 class Fast:
+    """What the steady-state call needs, recorded after a slow call; ``call(args, kwargs)`` is the
+    call itself (``MISS`` where the steady state does not apply)."""
+
     __slots__ = ("epoch", "n_args", "kw_keys", "checks", "leaf_pos", "var_slots", "ref_slots",
                  "n_leaves", "entry", "plan", "updates", "objects", "statics", "free",
-                 "dicts", "lists", "container_sig", "donatable", "ref_updates_", "var_objs",
-                 "contiguous", "update_objs", "updates_in_order", "full_mask", "donate_prefix",
-                 "static_vars", "full_jitted")
+                 "dicts", "lists", "container_sig", "donatable", "ref_updates", "var_objs",
+                 "contiguous", "update_objs", "updates_in_order", "donate_prefix",
+                 "static_vars", "call")
 
     @classmethod
     def record(cls, step, s, entry, plan, args, kwargs, statics, epoch):
@@ -46,8 +115,9 @@ class Fast:
         f.n_leaves, f.entry, f.plan, f.objects, f.statics = \
             len(s.leaves), entry, plan, s.objects, statics
         f.updates = [(s.objects[k], i) for k, i in plan.var_updates]
-        f.ref_updates_ = [(s.objects[k], i) for k, i in plan.ref_updates]
+        f.ref_updates = [(s.objects[k], i) for k, i in plan.ref_updates]
         f._record_layout()
+        f.call = _make_call(f, step)
         return f
 
     def _record_roots(self, step, s, args, kwargs, statics):
@@ -98,20 +168,17 @@ class Fast:
     def _record_layout(self):
         nv = len(self.var_slots)
         self.var_objs = [o for _, o in self.var_slots]
-        plain_leaves = sorted(i for i, _ in self.leaf_pos)
+        self.leaf_pos.sort()
+        plain_leaves = [i for i, _ in self.leaf_pos]
         self.contiguous = ([i for i, _ in self.var_slots] == list(range(nv)) and not self.ref_slots
                            and plain_leaves == list(range(nv, self.n_leaves)))
-        self.leaf_pos.sort()
         self.update_objs = [o for o, _ in self.updates]
         self.updates_in_order = [i for _, i in self.updates] == list(range(len(self.updates)))
-        self.full_mask = tuple(self.donatable)
-        self.full_jitted = None
         self.donate_prefix = self.donatable == list(range(len(self.donatable)))
 
-    def same_roots(self, step, args, kwargs, vals):
-        for i, o in self.checks:
-            if vals[i] is not o:
-                return False
+    def same_extras(self, step, args, kwargs):
+        """The checks beyond the roots' identity, for the structures that need them: static
+        arguments, closure/global values, Variables with static contents, plain containers."""
         if self.statics and step._partition(args, kwargs)[2] != self.statics:
             return False
         if self.free:
@@ -125,14 +192,8 @@ class Fast:
                                                              self.container_sig)
 
     def read_leaves(self, vals):
-        if self.contiguous:
-            leaves = list(map(_get_raw, self.var_objs))
-            for _, p in self.leaf_pos:
-                x = vals[p]
-                if type(x) not in LEAF_TYPES:
-                    return None
-                leaves.append(x)
-            return leaves
+        """The step's input leaves in a layout that is not contiguous (or None: an argument is no
+        longer a plain leaf)."""
         leaves = [None] * self.n_leaves
         for i, o in self.var_slots:
             leaves[i] = _get_raw(o)
@@ -145,59 +206,152 @@ class Fast:
             leaves[i] = x
         return leaves
 
-    def donation_mask(self, step, leaves):
-        """The written-back leaves held only by their Variable's slot (+ ``leaves`` + the
-        argument of ``getrefcount``): an array the user still holds is never donated (S9)."""
-        donatable = self.donatable
-        if not donatable or not (step.donate == "auto" or step.donate is True):
-            return ()
-        picked = (islice(leaves, len(donatable)) if self.donate_prefix
-                  else map(leaves.__getitem__, donatable))
-        if max(map(_getrefcount, picked)) <= 3:
-            return self.full_mask
-        return tuple(i for i in donatable if _getrefcount(leaves[i]) <= 3)
-
-    def call(self, step, args, kwargs):
-        if len(args) != self.n_args or (kwargs and tuple(kwargs) != self.kw_keys):
-            return MISS
-        vals = args + tuple(kwargs.values()) if kwargs else args
-        if not self.same_roots(step, args, kwargs, vals):
-            return MISS
-        leaves = self.read_leaves(vals)
-        if leaves is None:
-            return MISS
-        mask = self.donation_mask(step, leaves)
-        if mask is self.full_mask and self.full_jitted is not None:
-            jitted = self.full_jitted  # (no hash of a mask as long as the state)
-        else:
-            entry = self.entry
-            jitted = entry.jitted.get(mask)
-            if jitted is None:
-                jitted = entry.jitted[mask] = donation.jitted_for(entry, mask, step.jit_kwargs)
-            if mask is self.full_mask:
-                self.full_jitted = jitted
-        try:
-            new_leaves, box = jitted(*leaves)
-        except Exception as e:
-            donation.note_lost(e, step.name, leaves, mask)
-            raise
-        del leaves
-        step.stats["fast_calls"] += 1
-        return self.write_back(box.plan, new_leaves)
-
-    def write_back(self, plan, new_leaves):
-        if plan is not self.plan:
-            return plan.apply(self.objects, new_leaves)
+    def write_back(self, new_leaves):
+        """The outputs into the caller's Variables and Refs, for the recorded plan."""
         if self.updates_in_order:
-            _consume(map(_set_raw, self.update_objs, new_leaves))
+            _scatter(self.update_objs, new_leaves)
         else:
             for o, i in self.updates:
                 _set_raw(o, new_leaves[i])
-        for o, i in self.ref_updates_:
+        for o, i in self.ref_updates:
             o._value = new_leaves[i]
-        if plan.simple:
-            return build(plan.out_spec, new_leaves)
-        return plan.apply(self.objects, new_leaves)
+
+
+def _make_call(f: Fast, step):
+    """``f.call(args, kwargs)``: the steady-state call specialised to ``f``'s layout."""
+    var_objs, plain_pos, contiguous = f.var_objs, [p for _, p in f.leaf_pos], f.contiguous
+    objects, recorded_plan, stats, name = f.objects, f.plan, step.stats, step.name
+    donating = bool(f.donatable) and (step.donate == "auto" or step.donate is True)
+    n_counted = len(f.donatable) if donating and contiguous and f.donate_prefix else 0
+    reads = _donation_reads(f) if donating and not n_counted else None
+    same_roots = _roots_check(f, step)
+    donation_ = Donation(f, step) if donating else Donation.none(f, step)
+    out_of = _output_builder(f.plan)
+    update_objs = f.update_objs if f.updates_in_order and not f.ref_updates else None
+
+    def call(args, kwargs):
+        args = same_roots(args, kwargs)
+        if args is None:
+            return MISS
+        if contiguous:
+            leaves, counts = _gather(var_objs, n_counted)
+            if plain_pos:
+                plain = list(map(args.__getitem__, plain_pos))
+                if not all(map(LEAF_TYPES.__contains__, map(type, plain))):
+                    return MISS
+                leaves += plain
+        else:
+            leaves, counts = f.read_leaves(args), b""
+            if leaves is None:
+                return MISS
+        if reads is not None:
+            counts = reads(leaves)
+        if counts != donation_.counts:
+            donation_.choose(counts)
+        try:
+            new_leaves, box = donation_.jitted(*leaves)
+        except Exception as e:
+            donation.note_lost(e, name, leaves, donation_.mask)
+            raise
+        del leaves
+        stats["fast_calls"] += 1
+        plan = box.plan
+        if plan is not recorded_plan or not plan.simple:  # a retrace changed the plan
+            return plan.apply(objects, new_leaves)
+        if update_objs is not None:
+            _scatter(update_objs, new_leaves)
+        else:
+            f.write_back(new_leaves)
+        return out_of(new_leaves)
+
+    return call
+
+
+def _roots_check(f: Fast, step):
+    """``same_roots(args, kwargs)``: the positional and keyword arguments as one tuple where the
+    call has the recorded roots (and, where the structure needs them, the same statics, closure
+    values, static Variable contents and plain containers), else None."""
+    n_args, kw_keys, checks = f.n_args, f.kw_keys, f.checks
+    extras = bool(f.statics or f.free or f.static_vars or f.container_sig is not None)
+    (i0, o0), = checks if len(checks) == 1 else ((None, None),)
+
+    def same_roots(args, kwargs):
+        if len(args) != n_args:
+            return None
+        if kwargs or kw_keys:
+            if tuple(kwargs) != kw_keys:
+                return None
+            vals = args + tuple(kwargs.values())
+        else:
+            vals = args
+        if i0 is not None:
+            if vals[i0] is not o0:
+                return None
+        else:
+            for i, o in checks:
+                if vals[i] is not o:
+                    return None
+        if extras and not f.same_extras(step, args, kwargs):
+            return None
+        return vals
+
+    return same_roots
+
+
+def _donation_reads(f: Fast):
+    """``reads(leaves)``: the reference counts of the written-back leaves as ``bytes``, capped
+    at 255, for the layouts ``_gather`` does not count itself."""
+    donatable = f.donatable
+
+    def reads(leaves):
+        try:
+            return bytes(map(_getrefcount, map(leaves.__getitem__, donatable)))
+        except ValueError:
+            return bytes(min(c, 255) for c in map(_getrefcount, map(leaves.__getitem__, donatable)))
+
+    return reads
+
+
+class Donation:
+    """The compiled step for the current reference counts: it donates the written-back leaves
+    that only their Variable holds (S9).  The last choice is kept, so a loop whose caller holds
+    the same arrays on every call (the step's own output, say) compares one ``bytes`` and hashes
+    nothing."""
+
+    __slots__ = ("entry", "donatable", "jit_kwargs", "counts", "jitted", "mask")
+
+    def __init__(self, f: Fast, step):
+        self.entry, self.donatable, self.jit_kwargs = f.entry, f.donatable, step.jit_kwargs
+        self.counts, self.jitted, self.mask = None, None, ()
+
+    @classmethod
+    def none(cls, f: Fast, step):
+        """Nothing donated: every call's counts are ``b""``."""
+        d = cls(f, step)
+        d.counts, d.jitted = b"", d._jitted_for(())
+        return d
+
+    def choose(self, counts: bytes) -> None:
+        mask = tuple(compress(self.donatable, map(_sole_holder, counts)))
+        self.counts, self.jitted, self.mask = counts, self._jitted_for(mask), mask
+
+    def _jitted_for(self, mask):
+        jitted = self.entry.jitted.get(mask)
+        if jitted is None:
+            jitted = self.entry.jitted[mask] = donation.jitted_for(self.entry, mask,
+                                                                   self.jit_kwargs)
+        return jitted
+
+
+def _output_builder(plan):
+    """``out_of(new_leaves)``: the step's return value for a plan whose result holds no object."""
+    spec = plan.out_spec
+    if type(spec) is Leaf:
+        return operator.itemgetter(spec.index)
+    if type(spec) is Static:
+        value = spec.value
+        return lambda leaves: value
+    return lambda leaves: build(spec, leaves)
 
 
 def container_sig(dicts, lists):

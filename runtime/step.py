@@ -111,11 +111,15 @@ class Step:
 
     # -- the call ------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        return self.call(args, kwargs)
+
+    def call(self, args: tuple, kwargs: dict):
+        """A call with these arguments: the steady state where it applies, else the slow path."""
         try:
             fast = self._fast
             if fast is not None and fast.epoch == _EPOCH[0]:
                 try:
-                    out = fast.call(self, args, kwargs)
+                    out = fast.call(args, kwargs)
                 except Rediscover as e:  # a retrace found new state: the slow path threads it
                     if e.step is not self:
                         raise

@@ -189,9 +189,15 @@ def _inject_writeback_failure(jf):
         with mock.patch.object(hx_writeback, "_set_raw", failing(real_state_set)):
             return real_apply(self, objects, leaves)
 
+    def scatter(objects, values):  # the steady state's write pass, one Variable at a time
+        for o, x in zip(objects, values):
+            failing_call_set(o, x)
+
+    failing_call_set = failing(real_call_set)
     with (
         mock.patch.object(hx_writeback.WriteBack, "apply", apply),
-        mock.patch.object(hx_steady, "_set_raw", failing(real_call_set)),
+        mock.patch.object(hx_steady, "_set_raw", failing_call_set),
+        mock.patch.object(hx_steady, "_scatter", scatter),
     ):
         yield
 

@@ -1,0 +1,180 @@
+"""The steady state's per-Variable passes (runtime/steady_state.py): the C extension
+(runtime/_speedups.c) and the Python fallback read the same values and reference counts and write
+the same way, and the steady-state call keeps S8/S9 and matches eager execution with either."""
+
+import copy
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import hijaxc
+from hijaxc.runtime import _adapter
+from hijaxc.runtime import steady_state as ss
+
+C_PASSES = ss._c_passes()
+
+
+@pytest.fixture(params=["c", "python"])
+def passes(request):
+    """Run the test with the C passes, then with the Python ones (restored afterwards)."""
+    if request.param == "c" and C_PASSES is None:
+        pytest.skip("the C passes are not built here (test_extension_is_built says why)")
+    assert ss.use_speedups(request.param == "c") == (request.param == "c")
+    yield request.param
+    ss.use_speedups(True)
+
+
+def test_extension_is_built():
+    """CI builds the extension (gcc and Python's headers are there); losing it silently would
+    triple the per-Variable cost of every steady-state call."""
+    if os.environ.get("HIJAXC_PURE_PYTHON"):
+        pytest.skip("HIJAXC_PURE_PYTHON is set")
+    assert C_PASSES is not None, "hijaxc.runtime._speedups did not build or failed its self-check"
+    assert ss._gather not in (ss._py_gather,) and ss._scatter is not ss._py_scatter
+
+
+def _variables():
+    return [nnx.Param(jnp.arange(3.0)), nnx.BatchStat(jnp.ones(2)), nnx.Variable(jnp.zeros(())),
+            hijaxc.Param(jnp.ones(4)), hijaxc.Variable(jnp.array(7))]
+
+
+def _gathers():
+    return [ss._py_gather] + ([C_PASSES[0]] if C_PASSES else [])
+
+
+def _scatters():
+    return [ss._py_scatter] + ([C_PASSES[1]] if C_PASSES else [])
+
+
+def test_gather_reads_values_and_counts_like_the_python_pass():
+    vs = _variables()
+    held = vs[1][...]  # the caller holds this value: it must count as held elsewhere
+    all_counts = []
+    for gather in _gathers():
+        values, counts = gather(vs, 3)
+        assert all(a is _adapter.get_raw(v) for a, v in zip(values, vs))
+        assert len(values) == len(vs) and len(counts) == 3
+        assert counts[0] == counts[2] == ss._SOLE and counts[1] > ss._SOLE
+        all_counts.append(counts)
+        del values  # (else the next pass counts this list as one more holder)
+    assert all_counts == [all_counts[0]] * len(all_counts)
+    assert held is vs[1][...]
+
+
+def test_counts_above_255_are_capped_and_still_held():
+    vs = _variables()[:2]
+    many = [vs[0][...]] * 300
+    for gather in _gathers():
+        assert gather(vs, 2)[1] == bytes([255, ss._SOLE])
+    del many
+
+
+def test_gather_of_an_empty_slot_raises_attribute_error():
+    v = nnx.Variable.__new__(nnx.Variable)
+    for impl in _gathers():
+        with pytest.raises(AttributeError):
+            impl([v], 1)
+
+
+def test_scatter_writes_each_object_and_ignores_extra_values():
+    vs = _variables()
+    for impl in _scatters():
+        new = [jnp.full((), float(i)) for i in range(len(vs) + 2)]
+        impl(vs, tuple(new))
+        assert all(_adapter.get_raw(v) is x for v, x in zip(vs, new))
+
+
+def test_c_scatter_with_fewer_values_writes_nothing():
+    if C_PASSES is None:
+        pytest.skip("no C passes")
+    vs = _variables()
+    before = [_adapter.get_raw(v) for v in vs]
+    with pytest.raises(ValueError):
+        C_PASSES[1](vs, [jnp.zeros(())])
+    assert all(_adapter.get_raw(v) is b for v, b in zip(vs, before))
+
+
+class Model(nnx.Module):
+    def __init__(self):
+        self.w = nnx.Param(jnp.ones((3, 3)))
+        self.b = nnx.Param(jnp.zeros(3))
+        self.mean = nnx.BatchStat(jnp.zeros(3))
+        self.count = hijaxc.Variable(jnp.array(0))
+
+
+def body(m, x):
+    y = x @ m.w[...] + m.b[...]
+    m.mean[...] = 0.9 * m.mean[...] + 0.1 * y.mean(0)
+    m.w[...] = m.w[...] - 0.01 * y.sum()
+    m.count[...] += 1
+    return (y**2).mean()
+
+
+def _state(m):
+    return {k: np.asarray(getattr(m, k)[...]) for k in ("w", "b", "mean", "count")}
+
+
+def test_steady_state_matches_eager(passes):
+    step = hijaxc.jit(body)
+    m, ref = Model(), Model()
+    xs = [jnp.full((2, 3), i / 7.0) for i in range(6)]
+    for x in xs:
+        out = step(m, x)
+        want = body(ref, x)
+        np.testing.assert_allclose(out, want, rtol=1e-6)
+    for k, v in _state(ref).items():
+        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    assert step.step.stats["fast_calls"] >= 4  # the comparison above ran on the steady state
+
+
+def test_steady_state_never_donates_what_the_caller_holds(passes):
+    step = hijaxc.jit(body)
+    m = Model()
+    x = jnp.ones((2, 3))
+    step(m, x)
+    step(m, x)
+    fast = step.step.stats["fast_calls"]
+    held = m.w[...]
+    held_copy = np.asarray(held)
+    step(m, x)
+    assert not held.is_deleted() and not x.is_deleted()
+    np.testing.assert_array_equal(np.asarray(held), held_copy)
+    out = step(m, x)  # nothing held now but the output: the state's buffers are donated again
+    step(m, x)
+    assert not out.is_deleted()
+    assert step.step.stats["fast_calls"] == fast + 3
+    donated = [mask for e in step.step.cache.values() for mask in e.jitted if mask]
+    assert donated, "the solely held, written-back state was never donated"
+
+
+def test_steady_state_sees_a_value_replaced_between_calls(passes):
+    step = hijaxc.jit(body)
+    m, ref = Model(), Model()
+    x = jnp.ones((2, 3))
+    for _ in range(2):
+        step(m, x)
+        body(ref, x)
+    m.b[...] = jnp.full(3, 5.0)  # a write outside the step: read back on the next call
+    ref.b[...] = jnp.full(3, 5.0)
+    np.testing.assert_allclose(step(m, x), body(ref, x), rtol=1e-6)
+    np.testing.assert_allclose(_state(m)["w"], _state(ref)["w"], rtol=1e-6)
+
+
+def test_deep_copies_of_a_model_step_independently(passes):
+    step = hijaxc.jit(body)
+    m = Model()
+    x = jnp.ones((2, 3))
+    step(m, x)
+    step(m, x)
+    other = copy.deepcopy(m)
+    before = _state(m)
+    step(other, x)  # a new root: the steady state of ``m`` does not apply, ``m`` is untouched
+    for k, v in before.items():
+        np.testing.assert_array_equal(_state(m)[k], v, err_msg=k)
+    assert int(other.count[...]) == 3 and int(m.count[...]) == 2
+    jax.block_until_ready(step(m, x))
+    assert int(m.count[...]) == 3
