@@ -99,10 +99,12 @@ def test_c_scatter_with_fewer_values_writes_nothing():
 
 
 class Model(nnx.Module):
+    """hijaxc's Variables: ``v[...] = x`` writes them on every flax (flax 0.10's own do not)."""
+
     def __init__(self):
-        self.w = nnx.Param(jnp.ones((3, 3)))
-        self.b = nnx.Param(jnp.zeros(3))
-        self.mean = nnx.BatchStat(jnp.zeros(3))
+        self.w = hijaxc.Param(jnp.ones((3, 3)))
+        self.b = hijaxc.Param(jnp.zeros(3))
+        self.mean = hijaxc.BatchStat(jnp.zeros(3))
         self.count = hijaxc.Variable(jnp.array(0))
 
 
