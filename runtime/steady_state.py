@@ -225,14 +225,23 @@ def _make_call(f: Fast, step):
     n_counted = len(f.donatable) if donating and contiguous and f.donate_prefix else 0
     reads = _donation_reads(f) if donating and not n_counted else None
     same_roots = _roots_check(f, step)
+    n_args, checks = f.n_args, f.checks
+    simple_roots = not f.kw_keys and not _needs_extras(f)
     donation_ = Donation(f, step) if donating else Donation.none(f, step)
     out_of = _output_builder(f.plan)
     update_objs = f.update_objs if f.updates_in_order and not f.ref_updates else None
 
     def call(args, kwargs):
-        args = same_roots(args, kwargs)
-        if args is None:
+        if len(args) != n_args:
             return MISS
+        if simple_roots and not kwargs:  # (same_roots, inlined for the usual call)
+            for i, o in checks:
+                if args[i] is not o:
+                    return MISS
+        else:
+            args = same_roots(args, kwargs)
+            if args is None:
+                return MISS
         if contiguous:
             leaves, counts = _gather(var_objs, n_counted)
             if plain_pos:
@@ -267,12 +276,16 @@ def _make_call(f: Fast, step):
     return call
 
 
+def _needs_extras(f: Fast) -> bool:
+    return bool(f.statics or f.free or f.static_vars or f.container_sig is not None)
+
+
 def _roots_check(f: Fast, step):
     """``same_roots(args, kwargs)``: the positional and keyword arguments as one tuple where the
     call has the recorded roots (and, where the structure needs them, the same statics, closure
     values, static Variable contents and plain containers), else None."""
     n_args, kw_keys, checks = f.n_args, f.kw_keys, f.checks
-    extras = bool(f.statics or f.free or f.static_vars or f.container_sig is not None)
+    extras = _needs_extras(f)
     (i0, o0), = checks if len(checks) == 1 else ((None, None),)
 
     def same_roots(args, kwargs):

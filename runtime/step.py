@@ -114,18 +114,31 @@ class Step:
         return self.call(args, kwargs)
 
     def call(self, args: tuple, kwargs: dict):
-        """A call with these arguments: the steady state where it applies, else the slow path."""
+        """A call with these arguments: the steady state where it applies, else the slow path.
+        (``JitFunction.__call__`` inlines these lines: one Python frame less per call.)"""
+        fast = self._fast
+        if fast is not None and fast.epoch == _EPOCH[0]:
+            try:
+                out = fast.call(args, kwargs)
+            except (Exception, Rediscover) as e:
+                return self.after_fast_error(e, args, kwargs)
+            if out is not MISS:
+                return out
+        return self.slow_call(args, kwargs)
+
+    def after_fast_error(self, e: BaseException, args: tuple, kwargs: dict):
+        """The steady-state call raised ``e``: a retrace that found new state goes the slow path
+        (which threads it; an enclosing step's discovery goes up to that step); any other error
+        is re-raised with the user's lines noted."""
+        if isinstance(e, Rediscover):
+            if e.step is self:
+                return self.slow_call(args, kwargs)
+            raise e
+        location.note_user_lines(e)
+        raise e
+
+    def slow_call(self, args: tuple, kwargs: dict):
         try:
-            fast = self._fast
-            if fast is not None and fast.epoch == _EPOCH[0]:
-                try:
-                    out = fast.call(args, kwargs)
-                except Rediscover as e:  # a retrace found new state: the slow path threads it
-                    if e.step is not self:
-                        raise
-                    out = MISS
-                if out is not MISS:
-                    return out
             return self._slow_call(args, kwargs)
         except Exception as e:
             location.note_user_lines(e)

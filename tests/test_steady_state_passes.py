@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-import hijaxc
 from hijaxc.runtime import _adapter
 from hijaxc.runtime import steady_state as ss
+
+import hijaxc
 
 C_PASSES = ss._c_passes()
 
