@@ -421,13 +421,15 @@ def settings(a: argparse.Namespace) -> Settings:
     ns = [int(n) for n in a.ns.split(",")] if a.ns else None
     if a.quick:
         return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1)
-    return Settings(a.rounds or 15, 20, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 3)
+    # 100 calls per sample at N <= 100 (~1.5 ms of the floor at N = 10): shorter samples were
+    # mostly scheduler noise on the 2-core machines here
+    return Settings(a.rounds or 21, 100, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 3)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few rounds, small N")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 15, quick 3)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 21, quick 3)")
     ap.add_argument("--ns", help="comma-separated N for both sweeps (default 10,100,1000[,4000])")
     ap.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "scaling.md"))
     ap.add_argument("--plot", default=os.path.join(_ROOT, "docs", "scaling.png"))

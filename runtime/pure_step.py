@@ -6,6 +6,7 @@
 The plan rides out of ``jax.jit`` as static pytree aux data (``PlanBox``).
 """
 import contextlib
+import operator
 import threading
 from typing import Any, NamedTuple
 
@@ -25,7 +26,11 @@ class StaticArg(NamedTuple):
 
 
 class PlanBox:
-    """Carries the trace-time ``WriteBack`` plan out of ``jax.jit`` as static pytree aux data."""
+    """Carries the trace-time ``WriteBack`` plan out of ``jax.jit`` as static pytree aux data.
+
+    What comes back out of ``jax.jit`` is ``slice(plan, ())``: the unflatten function is the C
+    type ``slice``, which holds the plan without running a Python frame on every call (the
+    steady state counts each; issue 15).  Read it with ``plan_of``."""
 
     __slots__ = ("plan",)
 
@@ -33,7 +38,8 @@ class PlanBox:
         self.plan = plan
 
 
-jax.tree_util.register_pytree_node(PlanBox, lambda b: ((), b.plan), lambda plan, _: PlanBox(plan))
+jax.tree_util.register_pytree_node(PlanBox, lambda b: ((), b.plan), slice)
+plan_of = operator.attrgetter("start")  # the plan in what a jitted pure step returned
 
 
 class Trace:

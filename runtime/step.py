@@ -14,7 +14,7 @@ import jax
 from . import _adapter, donation, explain, location, sharding, writelog
 from .discovery import CellPlace, GlobalPlace, Rediscover, view
 from .errors import HijaxcError
-from .pure_step import MISSING, StaticArg, Trace
+from .pure_step import MISSING, StaticArg, Trace, plan_of
 from .spec import build
 from .split import check_aliasing, split
 from .steady_state import MISS, Fast
@@ -198,9 +198,10 @@ class Step:
         finally:
             self._calling.objects = None
         del leaves
-        out = box.plan.apply(s.objects, new_leaves)
-        if not writelog.tracing() and not box.plan.struct:
-            self._fast = Fast.record(self, s, entry, box.plan, args, kwargs, statics, epoch)
+        plan = plan_of(box)
+        out = plan.apply(s.objects, new_leaves)
+        if not writelog.tracing() and not plan.struct:
+            self._fast = Fast.record(self, s, entry, plan, args, kwargs, statics, epoch)
         return out
 
     def _donation_mask(self, s, leaves):
@@ -242,9 +243,10 @@ class Step:
         """The return value with ShapeDtypeStructs; the caller's state untouched."""
         def run(s, pure):
             new_leaves, box = jax.eval_shape(pure, *s.leaves)
-            if box.plan.simple:
-                return build(box.plan.out_spec, new_leaves)
-            return box.plan.apply(copy.deepcopy(s.objects), new_leaves)
+            plan = plan_of(box)
+            if plan.simple:
+                return build(plan.out_spec, new_leaves)
+            return plan.apply(copy.deepcopy(s.objects), new_leaves)
 
         return self._introspect(run, args, kwargs)
 
