@@ -264,7 +264,7 @@ def _make_call(f: Fast, step):
             raise
         del leaves
         stats["fast_calls"] += 1
-        plan = box.start  # (pure_step.plan_of, inlined)
+        plan = box[0]  # (PlanBox.plan)
         if plan is not recorded_plan or not plan.simple:  # a retrace changed the plan
             return plan.apply(objects, new_leaves)
         if update_objs is not None:

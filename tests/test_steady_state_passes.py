@@ -4,6 +4,7 @@ the same way, and the steady-state call keeps S8/S9 and matches eager execution 
 
 import copy
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -180,3 +181,30 @@ def test_deep_copies_of_a_model_step_independently(passes):
     assert int(other.count[...]) == 3 and int(m.count[...]) == 2
     jax.block_until_ready(step(m, x))
     assert int(m.count[...]) == 3
+
+
+def test_steady_state_runs_three_python_frames_and_none_of_jax(passes):
+    """A steady-state call runs ``JitFunction.__call__``, the recorded closure and the unflatten
+    of the plan box (and, without the C passes, the Python ones), and no Python code of jax or
+    flax: the jitted step runs on jax.jit's C++ fast path (which gives up, at ~200 µs per call,
+    e.g. where an output's unflatten makes an object of another type than the one registered)."""
+    step = hijaxc.jit(body)
+    m = Model()
+    x = jnp.ones((2, 3))
+    for _ in range(3):
+        step(m, x)
+    frames = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            frames.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}")
+
+    sys.setprofile(profile)
+    try:
+        step(m, x)
+    finally:
+        sys.setprofile(None)
+    if passes == "python":  # the passes are Python functions (their maps run in C)
+        frames = [f for f in frames if f not in ("steady_state.py:_py_gather",
+                                                 "steady_state.py:_py_scatter")]
+    assert frames == ["api.py:__call__", "steady_state.py:call", "pure_step.py:<lambda>"], frames
