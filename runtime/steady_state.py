@@ -1,11 +1,10 @@
 """The steady-state call: the same root objects as last time and no structural change since.
 
-``Fast.record`` (after a slow call) keeps what the next call needs as flat lists; ``Fast.call``
-reads the Variables' raw values by index, calls the compiled step and writes the outputs back by
-index, skipping the graph walk entirely.  It is valid while the global epoch (bumped by every
-attribute write on a graph node) is unchanged and the roots are the same objects.
+``Fast.record`` (after a slow call) keeps what the next call needs as flat lists and builds
+``Fast.call``, which skips the graph walk entirely.  It is valid while the global epoch (bumped by
+every attribute write on a graph node) is unchanged and the roots are the same objects.
 
-``Fast.record`` ends by building ``Fast.call``, a closure specialised to the recorded layout:
+``Fast.call`` is a closure specialised to the recorded layout:
 only the checks this structure needs, and per Variable two passes -- ``_gather`` reads the value
 slots and the reference counts (the donation check, S9), ``_scatter`` writes the outputs back.
 They are the C functions of the optional extension ``_speedups`` where it was built, else
