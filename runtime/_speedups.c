@@ -8,7 +8,7 @@
  *       values: [descr.__get__(o) for o in objects], a new list;
  *       counts: bytes, for each of the first n values, what ``sys.getrefcount`` reports for it
  *               while ``map`` iterates ``values`` (3 where the slot and ``values`` are its only
- *               holders, as steady_state.py measures for its Python passes), capped at 255.
+ *               holders, as donation.py measures for the Python passes), capped at 255.
  *   scatter(descr, objects, values) -> None
  *       descr.__set__(objects[i], values[i]) for i in range(len(objects)); ``values`` (a list or
  *       a tuple) may be longer.  On an error the earlier writes stay done (as with the Python loop).
@@ -18,38 +18,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
-
-/* The Variables and their arrays lie scattered in memory: with thousands of them each access
- * misses the cache.  Both passes prefetch ahead -- the object PREFETCH_OBJECT items ahead, the
- * value its slot points to PREFETCH_VALUE items ahead (that object is in cache by then).  A
- * prefetch never faults, so reading the slot at the member's offset for it is harmless even for
- * an object whose type would fail the descriptor's own check. */
-#define PREFETCH_OBJECT 16
-#define PREFETCH_VALUE 8
-
-static Py_ssize_t
-slot_offset(PyObject *descr)
-{
-    if (Py_TYPE(descr) != &PyMemberDescr_Type)
-        return -1;
-    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
-    return (m->type == T_OBJECT_EX || m->type == T_OBJECT) ? m->offset : -1;
-}
-
-static inline void
-prefetch_ahead(PyObject *list, Py_ssize_t i, Py_ssize_t size, Py_ssize_t offset)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    if (i + PREFETCH_OBJECT < size)
-        __builtin_prefetch(PyList_GET_ITEM(list, i + PREFETCH_OBJECT));
-    if (offset >= 0 && i + PREFETCH_VALUE < size) {
-        PyObject *value = *(PyObject **)((char *)PyList_GET_ITEM(list, i + PREFETCH_VALUE) + offset);
-        if (value != NULL)
-            __builtin_prefetch(value);
-    }
-#endif
-}
 
 static PyObject *
 gather(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -79,7 +47,6 @@ gather(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     unsigned char *c = (unsigned char *)PyBytes_AS_STRING(counts);
-    Py_ssize_t offset = slot_offset(descr);
     for (Py_ssize_t i = 0; i < size; i++) {
         if (i >= PyList_GET_SIZE(objects)) { /* a __get__ running Python code shrank it */
             Py_DECREF(values);
@@ -87,7 +54,6 @@ gather(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_RuntimeError, "gather: the list changed size");
             return NULL;
         }
-        prefetch_ahead(objects, i, PyList_GET_SIZE(objects), offset);
         PyObject *o = PyList_GET_ITEM(objects, i);
         Py_INCREF(o);
         PyObject *v = get(descr, o, (PyObject *)Py_TYPE(o));
@@ -127,14 +93,12 @@ scatter(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "scatter: fewer values than objects");
         return NULL;
     }
-    Py_ssize_t offset = slot_offset(descr);
     for (Py_ssize_t i = 0; i < size; i++) {
         /* the list may shrink under a __set__ that runs Python code: re-check each time */
         if (i >= PyList_GET_SIZE(objects) || i >= PySequence_Fast_GET_SIZE(values)) {
             PyErr_SetString(PyExc_RuntimeError, "scatter: a list changed size");
             return NULL;
         }
-        prefetch_ahead(objects, i, PyList_GET_SIZE(objects), offset);
         PyObject *o = PyList_GET_ITEM(objects, i), *v = PySequence_Fast_GET_ITEM(values, i);
         Py_INCREF(o);
         Py_INCREF(v);

@@ -2,7 +2,8 @@
 reference, so a step's peak memory matches a hand-written step with ``donate_argnums``; an array
 the user still holds is never donated."""
 import sys
-from typing import Sequence
+from itertools import compress, islice
+from typing import Callable, Iterator, Sequence
 
 import jax
 
@@ -19,11 +20,36 @@ def donatable(objects_spec: Sequence) -> list:
             if type(c) is VarSpec and c.mode.hijax and c.mode.mutable and type(c.value) is Leaf]
 
 
+def ref_counts(picked: Callable[[], Iterator]) -> bytes:
+    """The reference counts of the values ``picked()`` iterates over (each held by a list), as
+    ``bytes`` capped at 255: such a value is held elsewhere anyway."""
+    try:
+        return bytes(map(_getrefcount, picked()))
+    except ValueError:
+        return bytes(min(c, 255) for c in map(_getrefcount, picked()))
+
+
+def _sole_holder_count() -> int:
+    """What ``ref_counts`` reads for a value held by nothing but one slot and the list it is
+    picked from (measured, not assumed: the temporaries an iterator holds differ between Python
+    versions)."""
+    slot = [object()]
+    leaves = [slot[0]]
+    counts = {ref_counts(lambda: islice(leaves, 1))[0],
+              ref_counts(lambda: map(leaves.__getitem__, [0]))[0]}
+    assert len(counts) == 1, counts
+    return counts.pop()
+
+
+SOLE_HOLDER = _sole_holder_count()
+is_sole_holder = SOLE_HOLDER.__ge__  # count -> the leaf is held by its Variable alone
+
+
 def mask(objects_spec: Sequence, leaves: Sequence) -> tuple:
-    """The donatable leaves held only by their Variable's slot (+ ``leaves`` + getrefcount's
-    argument; no local name for the leaf: it would be one more reference)."""
-    return tuple(i for i in donatable(objects_spec)
-                 if type(leaves[i]) is ArrayImpl and _getrefcount(leaves[i]) <= 3)
+    """The donatable leaves held only by their Variable's slot (and ``leaves``)."""
+    arrays = [i for i in donatable(objects_spec) if type(leaves[i]) is ArrayImpl]
+    return tuple(compress(arrays, map(is_sole_holder,
+                                      ref_counts(lambda: map(leaves.__getitem__, arrays)))))
 
 
 def jitted_for(entry, mask_: tuple, jit_kwargs: dict):

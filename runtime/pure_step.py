@@ -32,7 +32,7 @@ class PlanBox(tuple):
     instead, jax.jit's C++ dispatch gives up its fast path: ~200 µs more per call)."""
 
     __slots__ = ()
-    plan = property(operator.itemgetter(0))
+    plan = property(operator.itemgetter(0))  # (the steady state reads box[0])
 
 
 _new_tuple = tuple.__new__
@@ -44,7 +44,6 @@ def box(plan) -> PlanBox:
 
 jax.tree_util.register_pytree_node(PlanBox, lambda b: ((), b[0]),
                                    lambda plan, _: _new_tuple(PlanBox, (plan,)))
-plan_of = operator.attrgetter("plan")  # the plan in what a jitted pure step returned
 
 
 class Trace:

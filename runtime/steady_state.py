@@ -32,29 +32,14 @@ LEAF_TYPES = frozenset({_adapter.ArrayImpl, int, float, bool, complex})
 MISS = object()  # the steady state does not apply: take the slow path
 
 
-def _sole_holder_count() -> int:
-    """What ``_donation_reads`` reads for an array held by nothing but one slot and ``leaves``
-    (measured, not assumed: the temporaries an iterator holds differ between Python versions)."""
-    slot = [object()]
-    leaves = [slot[0]]
-    counts = {bytes(map(_getrefcount, islice(leaves, 1)))[0],
-              bytes(map(_getrefcount, map(leaves.__getitem__, [0])))[0]}
-    assert len(counts) == 1, counts
-    return counts.pop()
-
-
-_SOLE = _sole_holder_count()
-_sole_holder = _SOLE.__ge__  # count -> the leaf is held by its Variable alone
-
-
 def _py_gather(objects: list, n: int) -> tuple:
-    """``(values, counts)``: the objects' value slots, and the reference counts of the first ``n``
-    values as ``bytes`` (capped at 255: such a value is held elsewhere anyway)."""
+    """``(values, counts)``: the objects' value slots, and the reference counts of the first
+    ``n`` values (``donation.ref_counts``)."""
     values = list(map(_get_raw, objects))
-    try:
+    try:  # (ref_counts inlined for the usual case: no Python frame per call)
         return values, bytes(map(_getrefcount, islice(values, n)))
-    except ValueError:
-        return values, bytes(min(c, 255) for c in map(_getrefcount, islice(values, n)))
+    except ValueError:  # a count above 255
+        return values, donation.ref_counts(lambda: islice(values, n))
 
 
 def _py_scatter(objects: list, values: list) -> None:
@@ -311,15 +296,15 @@ def _roots_check(f: Fast, step):
 
 
 def _donation_reads(f: Fast):
-    """``reads(leaves)``: the reference counts of the written-back leaves as ``bytes``, capped
-    at 255, for the layouts ``_gather`` does not count itself."""
+    """``reads(leaves)``: the reference counts of the written-back leaves, for the layouts
+    ``_gather`` does not count itself."""
     donatable = f.donatable
 
     def reads(leaves):
-        try:
+        try:  # (ref_counts inlined for the usual case)
             return bytes(map(_getrefcount, map(leaves.__getitem__, donatable)))
-        except ValueError:
-            return bytes(min(c, 255) for c in map(_getrefcount, map(leaves.__getitem__, donatable)))
+        except ValueError:  # a count above 255
+            return donation.ref_counts(lambda: map(leaves.__getitem__, donatable))
 
     return reads
 
@@ -344,7 +329,7 @@ class Donation:
         return d
 
     def choose(self, counts: bytes) -> None:
-        mask = tuple(compress(self.donatable, map(_sole_holder, counts)))
+        mask = tuple(compress(self.donatable, map(donation.is_sole_holder, counts)))
         self.counts, self.jitted, self.mask = counts, self._jitted_for(mask), mask
 
     def _jitted_for(self, mask):

@@ -14,7 +14,7 @@ import jax
 from . import _adapter, donation, explain, location, sharding, writelog
 from .discovery import CellPlace, GlobalPlace, Rediscover, view
 from .errors import HijaxcError
-from .pure_step import MISSING, StaticArg, Trace, plan_of
+from .pure_step import MISSING, StaticArg, Trace
 from .spec import build
 from .split import check_aliasing, split
 from .steady_state import MISS, Fast
@@ -198,7 +198,7 @@ class Step:
         finally:
             self._calling.objects = None
         del leaves
-        plan = plan_of(box)
+        plan = box.plan
         out = plan.apply(s.objects, new_leaves)
         if not writelog.tracing() and not plan.struct:
             self._fast = Fast.record(self, s, entry, plan, args, kwargs, statics, epoch)
@@ -243,7 +243,7 @@ class Step:
         """The return value with ShapeDtypeStructs; the caller's state untouched."""
         def run(s, pure):
             new_leaves, box = jax.eval_shape(pure, *s.leaves)
-            plan = plan_of(box)
+            plan = box.plan
             if plan.simple:
                 return build(plan.out_spec, new_leaves)
             return plan.apply(copy.deepcopy(s.objects), new_leaves)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hijaxc.runtime import _adapter
+from hijaxc.runtime import _adapter, donation
 from hijaxc.runtime import steady_state as ss
 
 import hijaxc
@@ -59,7 +59,7 @@ def test_gather_reads_values_and_counts_like_the_python_pass():
         values, counts = gather(vs, 3)
         assert all(a is _adapter.get_raw(v) for a, v in zip(values, vs))
         assert len(values) == len(vs) and len(counts) == 3
-        assert counts[0] == counts[2] == ss._SOLE and counts[1] > ss._SOLE
+        assert counts[0] == counts[2] == donation.SOLE_HOLDER and counts[1] > donation.SOLE_HOLDER
         all_counts.append(counts)
         del values  # (else the next pass counts this list as one more holder)
     assert all_counts == [all_counts[0]] * len(all_counts)
@@ -70,7 +70,7 @@ def test_counts_above_255_are_capped_and_still_held():
     vs = _variables()[:2]
     many = [vs[0][...]] * 300
     for gather in _gathers():
-        assert gather(vs, 2)[1] == bytes([255, ss._SOLE])
+        assert gather(vs, 2)[1] == bytes([255, donation.SOLE_HOLDER])
     del many
 
 
