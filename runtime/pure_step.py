@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from . import leaks, sharding, writelog
+from . import leaks, native, sharding, writelog
 from .collect import collect
 from .merge import merge
 
@@ -42,8 +42,16 @@ def box(plan) -> PlanBox:
     return _new_tuple(PlanBox, (plan,))
 
 
-jax.tree_util.register_pytree_node(PlanBox, lambda b: ((), b[0]),
-                                   lambda plan, _: _new_tuple(PlanBox, (plan,)))
+def _unflatten_box():
+    """``unflatten(plan, children)``: the C ``Boxer`` where the extension is built (no Python
+    frame on every call), else a lambda."""
+    ext = native.module()
+    if ext is not None:
+        return ext.Boxer(PlanBox)
+    return lambda plan, _: _new_tuple(PlanBox, (plan,))
+
+
+jax.tree_util.register_pytree_node(PlanBox, lambda b: ((), b[0]), _unflatten_box())
 
 
 class Trace:

@@ -4,24 +4,25 @@
 ``Fast.call``, which skips the graph walk entirely.  It is valid while the global epoch (bumped by
 every attribute write on a graph node) is unchanged and the roots are the same objects.
 
-``Fast.call`` is a closure specialised to the recorded layout:
-only the checks this structure needs, and per Variable two passes -- ``_gather`` reads the value
-slots and the reference counts (the donation check, S9), ``_scatter`` writes the outputs back.
-They are the C functions of the optional extension ``_speedups`` where it was built, else
-C-level ``map``s over the slot descriptor (about three times the cost per Variable;
-``HIJAXC_PURE_PYTHON=1`` forces them).  The usual ``step(model, optimizer, x, y)`` has the layout
-these passes want: the Variables' leaves first, in order, then the plain arguments; the
-written-back leaves first in the outputs.  Other layouts take the closure's general branches.
+``Fast.call(args, kwargs)`` is specialised to the recorded layout: only the checks this structure
+needs, and per Variable two passes -- ``_gather`` reads the value slots and the reference counts
+(the donation check, S9), ``_scatter`` writes the outputs back.  The usual
+``step(model, optimizer, x, y)`` has the layout the C extension (``native``) serves whole: the
+Variables' leaves first, in order, then the plain arguments; the written-back leaves first in the
+outputs; then ``Fast.call`` is a ``_speedups.FastCall``, which runs the same steps as the closure
+below with no Python frame.  Otherwise (other layouts, no extension, ``HIJAXC_PURE_PYTHON=1``) it
+is that closure; its passes are then the extension's C functions where built, else C-level
+``map``s over the slot descriptor (about three times the cost per Variable).  Both read
+``_gather`` and ``_scatter`` from this module on each call, so tests can swap them.
 """
 import collections
 import itertools
 import operator
-import os
 import sys
 from functools import partial
 from itertools import compress, islice
 
-from . import _adapter, donation
+from . import _adapter, donation, native
 from .spec import DictSpec, FlaxHijaxSpec, Leaf, ListSpec, Obj, RefSpec, Static, VarSpec, build
 
 _getrefcount = sys.getrefcount
@@ -49,14 +50,11 @@ def _py_scatter(objects: list, values: list) -> None:
 def _c_passes():
     """``_speedups``' gather/scatter bound to the value slot, or None where the extension is not
     built, disabled, or counts differently from the Python passes (checked, not assumed)."""
-    if os.environ.get("HIJAXC_PURE_PYTHON"):
-        return None
-    try:
-        from . import _speedups
-    except ImportError:
+    ext = native.module()
+    if ext is None:
         return None
     raw = _adapter.RAW_SLOT_DESCRIPTOR
-    gather, scatter = partial(_speedups.gather, raw), partial(_speedups.scatter, raw)
+    gather, scatter = partial(ext.gather, raw), partial(ext.scatter, raw)
     v = _adapter.FlaxVariable.__new__(_adapter.FlaxVariable)
     _set_raw(v, object())
     if gather([v], 1)[1] != _py_gather([v], 1)[1]:
@@ -65,11 +63,13 @@ def _c_passes():
 
 
 def use_speedups(on: bool = True) -> bool:
-    """Take the C passes (where built) or the Python ones; returns whether C passes are in use.
-    Read at call time, so tests can switch."""
-    global _gather, _scatter
+    """Take the C extension (where built) or the Python code paths for the steady states
+    recorded from now on; returns whether the C ones are in use."""
+    global _gather, _scatter, _c_call
     c = _c_passes() if on else None
     _gather, _scatter = c if c is not None else (_py_gather, _py_scatter)
+    _c_call = None if c is None else partial(native.module().FastCall, c_gather=c[0],
+                                             c_scatter=c[1], passes=globals())
     return c is not None
 
 
@@ -201,19 +201,57 @@ class Fast:
             o._value = new_leaves[i]
 
 
+class _CallParts:
+    """What a steady-state call of ``f``'s layout needs beyond ``f`` itself."""
+
+    __slots__ = ("donation", "n_counted", "reads", "update_objs", "out_of", "simple_roots")
+
+    def __init__(self, f: Fast, step):
+        donating = bool(f.donatable) and (step.donate == "auto" or step.donate is True)
+        # the counts come from _gather where the donated leaves are its first ones, else reads()
+        self.n_counted = len(f.donatable) if donating and f.contiguous and f.donate_prefix else 0
+        self.reads = _donation_reads(f) if donating and not self.n_counted else None
+        self.donation = Donation(f, step) if donating else Donation.none(f, step)
+        self.update_objs = f.update_objs if f.updates_in_order and not f.ref_updates else None
+        self.out_of = _output_builder(f.plan)
+        self.simple_roots = not f.kw_keys and not _needs_extras(f)
+
+    def c_serves(self, f: Fast) -> bool:
+        """The layout ``_speedups.FastCall`` serves whole."""
+        return (_c_call is not None and f.contiguous and self.simple_roots and self.reads is None
+                and self.update_objs is not None and f.plan.simple)
+
+
 def _make_call(f: Fast, step):
     """``f.call(args, kwargs)``: the steady-state call specialised to ``f``'s layout."""
+    parts = _CallParts(f, step)
+    if parts.c_serves(f):
+        return _make_c_call(f, step, parts)
+    return _make_py_call(f, step, parts)
+
+
+def _make_c_call(f: Fast, step, parts: _CallParts):
+    """The C ``FastCall``: the steps of ``_make_py_call``'s closure for the layout it serves."""
+    donation_, name = parts.donation, step.name
+    spec = f.plan.out_spec
+    return _c_call(
+        n_args=f.n_args, checks=tuple(f.checks), descr=_adapter.RAW_SLOT_DESCRIPTOR,
+        var_objs=f.var_objs, n_counted=parts.n_counted,
+        plain_pos=tuple(p for _, p in f.leaf_pos), leaf_types=LEAF_TYPES, donation=donation_,
+        plan=f.plan, objects=f.objects, update_objs=parts.update_objs,
+        out_index=spec.index if type(spec) is Leaf else -1, out_of=parts.out_of,
+        stats=step.stats, miss=MISS,
+        on_error=lambda e, leaves: donation.note_lost(e, name, leaves, donation_.mask))
+
+
+def _make_py_call(f: Fast, step, parts: _CallParts):
+    """The steady-state call as a closure over ``f``'s layout (any layout ``Fast`` records)."""
     var_objs, plain_pos, contiguous = f.var_objs, [p for _, p in f.leaf_pos], f.contiguous
     objects, recorded_plan, stats, name = f.objects, f.plan, step.stats, step.name
-    donating = bool(f.donatable) and (step.donate == "auto" or step.donate is True)
-    n_counted = len(f.donatable) if donating and contiguous and f.donate_prefix else 0
-    reads = _donation_reads(f) if donating and not n_counted else None
+    n_counted, reads, donation_, out_of = parts.n_counted, parts.reads, parts.donation, parts.out_of
+    update_objs, simple_roots = parts.update_objs, parts.simple_roots
     same_roots = _roots_check(f, step)
     n_args, checks = f.n_args, f.checks
-    simple_roots = not f.kw_keys and not _needs_extras(f)
-    donation_ = Donation(f, step) if donating else Donation.none(f, step)
-    out_of = _output_builder(f.plan)
-    update_objs = f.update_objs if f.updates_in_order and not f.ref_updates else None
 
     def call(args, kwargs):
         if len(args) != n_args:

@@ -3,15 +3,17 @@
 the same way, and the steady-state call keeps S8/S9 and matches eager execution with either."""
 
 import copy
+import gc
 import os
 import sys
+import weakref
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hijaxc.runtime import _adapter, donation
+from hijaxc.runtime import _adapter, donation, native
 from hijaxc.runtime import steady_state as ss
 
 import hijaxc
@@ -183,16 +185,7 @@ def test_deep_copies_of_a_model_step_independently(passes):
     assert int(m.count[...]) == 3
 
 
-def test_steady_state_runs_three_python_frames_and_none_of_jax(passes):
-    """A steady-state call runs ``JitFunction.__call__``, the recorded closure and the unflatten
-    of the plan box (and, without the C passes, the Python ones), and no Python code of jax or
-    flax: the jitted step runs on jax.jit's C++ fast path (which gives up, at ~200 µs per call,
-    e.g. where an output's unflatten makes an object of another type than the one registered)."""
-    step = hijaxc.jit(body)
-    m = Model()
-    x = jnp.ones((2, 3))
-    for _ in range(3):
-        step(m, x)
+def _python_frames(call):
     frames = []
 
     def profile(frame, event, arg):
@@ -201,10 +194,105 @@ def test_steady_state_runs_three_python_frames_and_none_of_jax(passes):
 
     sys.setprofile(profile)
     try:
-        step(m, x)
+        call()
     finally:
         sys.setprofile(None)
-    if passes == "python":  # the passes are Python functions (their maps run in C)
-        frames = [f for f in frames if f not in ("steady_state.py:_py_gather",
-                                                 "steady_state.py:_py_scatter")]
-    assert frames == ["api.py:__call__", "steady_state.py:call", "pure_step.py:<lambda>"], frames
+    return frames[1:]  # (the lambda that makes the call)
+
+
+def test_steady_state_runs_no_python_frame_of_hijaxc_jax_or_flax_but_the_entry(passes):
+    """A steady-state call runs ``JitFunction.__call__`` and, with the C extension, no other
+    Python frame: ``_speedups.FastCall`` is the recorded call and ``_speedups.Boxer`` the unflatten
+    of the plan box.  Without it: the recorded closure, the Python passes and a lambda.  No Python
+    code of jax or flax runs: the jitted step stays on jax.jit's C++ fast path (which gives up, at
+    ~200 µs per call, e.g. where an output's unflatten makes an object of another type than the
+    one registered)."""
+    step = hijaxc.jit(body)
+    m = Model()
+    x = jnp.ones((2, 3))
+    for _ in range(3):
+        step(m, x)
+    frames = _python_frames(lambda: step(m, x))
+    if passes == "c":
+        assert type(step.step._fast.call) is native.module().FastCall
+        assert frames == ["api.py:__call__"], frames
+    else:
+        unflatten = [] if native.module() else ["pure_step.py:<lambda>"]
+        assert frames == ["api.py:__call__", "steady_state.py:call", "steady_state.py:_py_gather",
+                          "steady_state.py:_py_scatter"] + unflatten, frames
+
+
+def test_steady_state_reads_the_passes_at_call_time(passes, monkeypatch):
+    """Both the C ``FastCall`` and the closure call this module's ``_gather``/``_scatter`` as they
+    are at call time (the fault harness swaps ``_scatter`` to fail midway)."""
+    step = hijaxc.jit(body)
+    m, ref = Model(), Model()
+    x = jnp.ones((2, 3))
+    for _ in range(2):
+        step(m, x)
+        body(ref, x)
+    calls = []
+
+    def gather(objects, n):
+        calls.append("gather")
+        return ss._py_gather(objects, n)
+
+    def scatter(objects, values):
+        calls.append("scatter")
+        ss._py_scatter(objects, values)
+
+    monkeypatch.setattr(ss, "_gather", gather)
+    monkeypatch.setattr(ss, "_scatter", scatter)
+    np.testing.assert_allclose(step(m, x), body(ref, x), rtol=1e-6)
+    assert calls == ["gather", "scatter"]
+    for k, v in _state(ref).items():
+        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+
+
+def test_steady_state_after_a_retrace_applies_the_new_plan(passes):
+    """A plain argument of a new shape: jax.jit retraces under the same steady state, and the
+    call takes the plan that trace made (the box's), not the recorded one."""
+    step = hijaxc.jit(body)
+    m, ref = Model(), Model()
+    for rows in (2, 2, 2, 5, 5, 2):
+        x = jnp.full((rows, 3), 0.5)
+        np.testing.assert_allclose(step(m, x), body(ref, x), rtol=1e-6)
+    for k, v in _state(ref).items():
+        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    assert step.step.stats["fast_calls"] >= 4
+
+
+def test_steady_state_misses_fall_back_to_the_slow_path(passes):
+    """Arguments the recorded layout does not cover (a keyword, an argument that is no leaf type
+    the steady state passes through, one more argument) take the slow path and still match."""
+    step = hijaxc.jit(body)
+    m, ref = Model(), Model()
+    x = jnp.ones((2, 3))
+    for _ in range(2):
+        step(m, x)
+        body(ref, x)
+    for call in (lambda f, mm: f(mm, x=x), lambda f, mm: f(mm, np.ones((2, 3), np.float32)),
+                 lambda f, mm: f(mm, x)):
+        np.testing.assert_allclose(call(step, m), call(body, ref), rtol=1e-6)
+    for k, v in _state(ref).items():
+        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    with pytest.raises(TypeError):
+        step(m, x, x)
+    assert int(m.count[...]) == int(ref.count[...])
+
+
+def test_a_dropped_step_and_model_are_freed(passes):
+    """The recorded call holds the model's Variables and the step's caches; dropping the step and
+    the model frees them (the C ``FastCall`` takes part in garbage collection)."""
+    step = hijaxc.jit(body)
+    m = Model()
+    m.stepper = step  # a static attribute: a cycle through the step, only the collector frees it
+    x = jnp.ones((2, 3))
+    for _ in range(3):
+        step(m, x)
+    if passes == "c":
+        assert type(step.step._fast.call) is native.module().FastCall
+    alive = weakref.ref(m)
+    del step, m
+    gc.collect()
+    assert alive() is None
