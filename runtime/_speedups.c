@@ -25,6 +25,69 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <structmember.h>
+
+/* ------------------------------------------------------------------------ slot access */
+
+/* The passes walk Variables scattered over the heap.  Where descr is a plain object slot (a
+ * T_OBJECT_EX member, as __slots__ makes), they read and write it directly and prefetch the
+ * objects AHEAD places on, and the values they hold AHEAD / 2 places on: on a large model the
+ * Variables are rarely in cache between two calls, and each miss costs ~80 ns (gather + scatter
+ * over 1,000 Variables: 150 us cold, 15 us warm).  Anything else -- another descriptor, an
+ * object of another type, an empty slot -- goes through tp_descr_get/set, which raise as
+ * attribute access would. */
+#define AHEAD 16
+
+typedef struct {
+    Py_ssize_t offset;      /* of the slot in the object, or -1: call the descriptor */
+    PyTypeObject *type;     /* the type the slot belongs to */
+    PyTypeObject *seen;     /* the last object type that passed the type check */
+} Slot;
+
+static Slot
+slot_of(PyObject *descr, int for_set)
+{
+    Slot slot = {-1, NULL, NULL};
+    if (Py_TYPE(descr) != &PyMemberDescr_Type)
+        return slot;
+    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    if (m->type != T_OBJECT_EX || (for_set && (m->flags & READONLY)))
+        return slot;
+    slot.offset = m->offset;
+    slot.type = slot.seen = ((PyDescrObject *)descr)->d_type;
+    return slot;
+}
+
+/* &o.slot, or NULL where o must go through the descriptor */
+static inline PyObject **
+slot_ptr(Slot *slot, PyObject *o)
+{
+    if (slot->offset < 0)
+        return NULL;
+    PyTypeObject *t = Py_TYPE(o);
+    if (t != slot->seen) {
+        if (!PyType_IsSubtype(t, slot->type))
+            return NULL;
+        slot->seen = t;
+    }
+    return (PyObject **)((char *)o + slot->offset);
+}
+
+/* prefetch objects[i + AHEAD] and the value in objects[i + AHEAD / 2]'s slot */
+static inline void
+prefetch(Slot *slot, PyObject *objects, Py_ssize_t i, Py_ssize_t size, int for_write)
+{
+    if (i + AHEAD < size)
+        __builtin_prefetch(PyList_GET_ITEM(objects, i + AHEAD), 1);
+    if (slot->offset >= 0 && i + AHEAD / 2 < size) {
+        PyObject *o = PyList_GET_ITEM(objects, i + AHEAD / 2);
+        if (Py_TYPE(o) == slot->seen) {
+            PyObject *v = *(PyObject **)((char *)o + slot->offset);
+            if (v != NULL)
+                __builtin_prefetch(v, for_write);
+        }
+    }
+}
 
 /* ------------------------------------------------------------------------ the two passes */
 
@@ -50,17 +113,25 @@ gather_list(PyObject *descr, PyObject *objects, Py_ssize_t n, PyObject **values_
         return -1;
     }
     unsigned char *c = (unsigned char *)PyBytes_AS_STRING(counts);
+    Slot slot = slot_of(descr, 0);
     for (Py_ssize_t i = 0; i < size; i++) {
         if (i >= PyList_GET_SIZE(objects)) { /* a __get__ running Python code shrank it */
             PyErr_SetString(PyExc_RuntimeError, "gather: the list changed size");
             goto error;
         }
-        PyObject *o = PyList_GET_ITEM(objects, i);
-        Py_INCREF(o);
-        PyObject *v = get(descr, o, (PyObject *)Py_TYPE(o));
-        Py_DECREF(o);
-        if (v == NULL)
-            goto error;
+        prefetch(&slot, objects, i, PyList_GET_SIZE(objects), 0);
+        PyObject *o = PyList_GET_ITEM(objects, i), *v;
+        PyObject **p = slot_ptr(&slot, o);
+        if (p != NULL && *p != NULL) {
+            v = Py_NewRef(*p);
+        }
+        else {
+            Py_INCREF(o);
+            v = get(descr, o, (PyObject *)Py_TYPE(o));
+            Py_DECREF(o);
+            if (v == NULL)
+                goto error;
+        }
         PyList_SET_ITEM(values, i, v); /* steals the new reference: slot + values hold it */
         if (i < n) {
             Py_ssize_t rc = Py_REFCNT(v) + 1; /* + the iterator's reference, as in Python */
@@ -94,13 +165,23 @@ scatter_list(PyObject *descr, PyObject *objects, PyObject *values)
         PyErr_SetString(PyExc_ValueError, "scatter: fewer values than objects");
         return -1;
     }
+    Slot slot = slot_of(descr, 1);
     for (Py_ssize_t i = 0; i < size; i++) {
-        /* the lists may shrink under a __set__ that runs Python code: re-check each time */
+        /* the lists may shrink where a write runs Python code (a __set__, or the old value's
+           finalizer): re-check each time */
         if (i >= PyList_GET_SIZE(objects) || i >= PySequence_Fast_GET_SIZE(values)) {
             PyErr_SetString(PyExc_RuntimeError, "scatter: a list changed size");
             return -1;
         }
+        prefetch(&slot, objects, i, PyList_GET_SIZE(objects), 1);
         PyObject *o = PyList_GET_ITEM(objects, i), *v = PySequence_Fast_GET_ITEM(values, i);
+        PyObject **p = slot_ptr(&slot, o);
+        if (p != NULL) {
+            PyObject *old = *p;
+            *p = Py_NewRef(v);
+            Py_XDECREF(old);
+            continue;
+        }
         Py_INCREF(o);
         Py_INCREF(v);
         int err = set(descr, o, v);

@@ -83,6 +83,21 @@ def test_gather_of_an_empty_slot_raises_attribute_error():
             impl([v], 1)
 
 
+def test_passes_refuse_an_object_without_the_slot_like_attribute_access():
+    """The C passes read and write the slot directly only in Variables (of any subclass); any
+    other object goes through the descriptor, which raises as ``v._raw_value`` would."""
+    class NotAVariable:
+        __slots__ = ("_raw_value",)
+
+    for objects in ([nnx.Param(jnp.ones(2)), object()], [NotAVariable(), nnx.Param(jnp.ones(2))]):
+        for impl in _gathers():
+            with pytest.raises(TypeError):
+                impl(objects, 1)
+        for impl in _scatters():
+            with pytest.raises(TypeError):
+                impl(objects, [jnp.zeros(()), jnp.zeros(())])
+
+
 def test_scatter_writes_each_object_and_ignores_extra_values():
     vs = _variables()
     for impl in _scatters():
