@@ -1,4 +1,4 @@
-"""hijaxc benchmarks (P1-P5), one interleaved run, medians and ratios.
+"""hijaxc benchmarks (P1-P5), one interleaved run, medians and paired ratios (``_timing.py``).
 
     python benchmarks/run.py            # all
     python benchmarks/run.py --quick    # fewer repetitions
@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, "examples")]
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+sys.path[:0] = [_ROOT, _HERE, os.path.join(_ROOT, "examples")]
 from _compat import make_optimizer, optimizer_update  # noqa: E402  (examples/_compat.py)
+from _timing import interleaved_samples, paired_ratio  # noqa: E402  (benchmarks/_timing.py)
 
 import hijaxc  # noqa: E402
 
@@ -147,18 +149,11 @@ def bench_p1(kind, reps, inner):
         contenders["nnx.cached_partial"] = lambda: cached(x, y)
     for f in contenders.values():  # compile + warm up
         for _ in range(3):
-            jax.block_until_ready(f())
-    times = {k: [] for k in contenders}
-    for _ in range(reps):  # interleaved
-        for k, f in contenders.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                out = f()
-            jax.block_until_ready(out)
-            times[k].append((time.perf_counter() - t0) / inner)
-    med = {k: statistics.median(v) for k, v in times.items()}
+            out = f()
+        jax.block_until_ready(out)
+    samples = interleaved_samples(contenders, reps, inner)
     n_leaves = len(jax.tree.leaves(nnx.state((model, opt))))
-    return med, n_leaves
+    return samples, n_leaves
 
 
 def bench_p2():
@@ -360,15 +355,16 @@ def main():
     reps, inner = (5, 10) if a.quick else (15, 20)
     print(
         f"jax {jax.__version__}, flax {nnx.__name__ and __import__('flax').__version__}, "
-        f"{os.cpu_count()} cores; medians of {reps} interleaved rounds x {inner} calls\n"
+        f"{os.cpu_count()} cores; medians of {reps} interleaved rounds x {inner} calls "
+        "(random order per round; ratios: median of the per-round ratios)\n"
     )
     print("P1  steady-state time per training step")
     print(f"{'model':8} {'leaves':>6} {'contender':20} {'ms/step':>9} {'vs flat':>8}")
     for kind in ("small", "deep"):
-        med, n = bench_p1(kind, reps, inner if kind == "small" else max(inner // 4, 3))
-        base = med["flat jax.jit"]
-        for k, v in med.items():
-            print(f"{kind:8} {n:6d} {k:20} {v * 1e3:9.3f} {v / base:7.2f}x")
+        samples, n = bench_p1(kind, reps, inner if kind == "small" else max(inner // 4, 3))
+        for k, v in samples.items():
+            ratio = paired_ratio(samples, k, "flat jax.jit")
+            print(f"{kind:8} {n:6d} {k:20} {statistics.median(v) * 1e3:9.3f} {ratio:7.2f}x")
     print("\nP2  transform time (parse -> load), median of 20")
     for n, ms in p2_transform_ms().items():
         print(f"    {n:16} {ms:6.2f} ms")

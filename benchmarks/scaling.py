@@ -14,9 +14,9 @@ with ``donate_argnums``.
 
 Contenders (where the installed flax has them): ``hijaxc.jit``, ``nnx.jit``,
 ``nnx.jit(graph=False)`` (tree mode) and ``nnx.cached_partial``.  Each round calls each contender
-K times, in a random order, and blocks on the last output (``interleaved_samples``); the table
-gives the median per-call time over the rounds and the median over rounds of the ratio to the
-floor's time in the same round.  Every contender's state is checked afterwards: it must have
+K times, in a random order, and blocks on the last output (``_timing.py``); the table gives the
+median per-call time over the rounds and the median over rounds of the ratio to the floor's time
+in the same round.  Every contender's state is checked afterwards: it must have
 advanced by exactly the number of calls made.
 
 First call (trace + compile) of a model of ``--first-call-layers`` Linear layers: each contender
@@ -27,12 +27,10 @@ Writes a markdown table (``--out``, default benchmarks/results/scaling.md) and a
 """
 import argparse
 import dataclasses
-import gc
 import inspect
 import json
 import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -45,9 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+sys.path[:0] = [p for p in (_ROOT, _HERE) if p not in sys.path]
+from _timing import interleaved_samples, paired_ratio  # noqa: E402  (benchmarks/_timing.py)
+
 import hijaxc  # noqa: E402
 
 FLOOR = "floor: flat jax.jit"
@@ -263,35 +263,11 @@ def time_one_n(w: Workload, n: int, rounds: int, calls: int) -> list[Timing]:
         warmup[c.name] = f"{time.perf_counter() - t0:.1f}"
     print(f"  {w.name} N={n} warm-up (s): {warmup}", file=sys.stderr)
     k = calls_per_round(calls, n)
-    samples = interleaved_samples(contenders, rounds, k, random.Random(n))
+    samples = interleaved_samples({c.name: c.call for c in contenders}, rounds, k, seed=n)
     for c in contenders:
         check_advanced(w, c, before[c.name], WARMUP + rounds * k)
-    return [Timing(w.name, name, n, statistics.median(s),
-                   statistics.median(a / f for a, f in zip(s, samples[FLOOR])))
+    return [Timing(w.name, name, n, statistics.median(s), paired_ratio(samples, name, FLOOR))
             for name, s in samples.items()]
-
-
-def interleaved_samples(contenders: list[Contender], rounds: int, k: int,
-                        rng: random.Random) -> dict[str, list[float]]:
-    """Per contender, the time per call of each round (k calls, blocking on the last output).
-
-    Each round runs every contender once, in a new random order: a fixed order charged whoever
-    came right after nnx.jit for the caches and allocator state it left (up to 1.3-1.5x at
-    N = 100-1,000 in our runs, moving with the position, not the contender).  The garbage of
-    the earlier samples is collected before each sample, untimed, so that no contender pays for
-    another's; a contender's own collections stay in its time."""
-    samples = {c.name: [] for c in contenders}
-    order = list(contenders)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for c in order:
-            gc.collect()
-            t0 = time.perf_counter()
-            for _ in range(k):
-                out = c.call()
-            jax.block_until_ready(out)
-            samples[c.name].append((time.perf_counter() - t0) / k)
-    return samples
 
 
 def sweep(w: Workload, ns: list[int], rounds: int, calls: int) -> list[Timing]:

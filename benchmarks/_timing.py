@@ -1,0 +1,41 @@
+"""Interleaved timing shared by the benchmarks (run.py, scaling.py).
+
+Each round runs every contender once -- k calls, blocking on the last output -- in a new random
+order.  With a fixed order, whoever came right after nnx.jit paid for the caches and allocator
+state it left.  The garbage of earlier samples is collected before each sample, untimed, so that
+no contender pays for another's; a contender's own collections stay in its time.
+
+Ratios are paired: the median over rounds of a contender's time over the base's time in the same
+round, which cancels the machine's slow drifts (2 shared cores here: a contender's time moves by
+up to 2x within one run, the same for all contenders of a round).
+"""
+import gc
+import random
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+
+
+def interleaved_samples(calls: dict[str, Callable[[], Any]], rounds: int, k: int,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """Per contender, its time per call in each round."""
+    rng = random.Random(seed)
+    samples = {name: [] for name in calls}
+    order = list(calls.items())
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name, call in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(k):
+                out = call()
+            jax.block_until_ready(out)
+            samples[name].append((time.perf_counter() - t0) / k)
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float:
+    """The median over rounds of ``name``'s time over ``base``'s in the same round."""
+    return statistics.median(a / b for a, b in zip(samples[name], samples[base]))
