@@ -27,6 +27,7 @@ Writes a markdown table (``--out``, default benchmarks/results/scaling.md) and a
 """
 import argparse
 import dataclasses
+import gc
 import inspect
 import json
 import math
@@ -291,6 +292,9 @@ class FirstCall(NamedTuple):
 
 def _timed_first_call(name: str, w: Workload, model: nnx.Module) -> float:
     jax.block_until_ready(w.leaves(model))
+    # from a collected heap: else whether the garbage of the imports tips this call into a full
+    # collection (~80 ms here) depends on what ran before it, not on the contender
+    gc.collect()
     t0 = time.perf_counter()
     jax.block_until_ready(make_contender(name, w, model).call())
     return time.perf_counter() - t0
@@ -318,14 +322,19 @@ def _first_call_run(name: str, layers: int) -> dict:
 
 
 def first_calls(layers: int, repeats: int) -> list[FirstCall]:
+    """Each contender's first calls, ``repeats`` fresh processes each, interleaved; ratios paired
+    by repeat, as in ``_timing.paired_ratio``."""
     runs = {name: [] for name in available()}
     for _ in range(repeats):  # interleaved
         for name in runs:
             runs[name].append(_first_call_run(name, layers))
-    cold = {name: statistics.median(r["cold"] for r in rs) for name, rs in runs.items()}
-    warm = {name: statistics.median(r["warm"] for r in rs) for name, rs in runs.items()}
-    return [FirstCall(name, cold[name], warm[name], cold[name] / cold[FLOOR],
-                      warm[name] / warm[FLOOR]) for name in runs]
+    samples = {kind: {name: [r[kind] for r in rs] for name, rs in runs.items()}
+               for kind in ("cold", "warm")}
+    med = {kind: {name: statistics.median(v) for name, v in by.items()}
+           for kind, by in samples.items()}
+    return [FirstCall(name, med["cold"][name], med["warm"][name],
+                      paired_ratio(samples["cold"], name, FLOOR),
+                      paired_ratio(samples["warm"], name, FLOOR)) for name in runs]
 
 
 # ----------------------------------------------------------------------------- report
@@ -424,7 +433,7 @@ def settings(a: argparse.Namespace) -> Settings:
         return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1)
     # 100 calls per sample at N <= 100 (~1.5 ms of the floor at N = 10): shorter samples were
     # mostly scheduler noise on the 2-core machines here
-    return Settings(a.rounds or 21, 100, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 3)
+    return Settings(a.rounds or 21, 100, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 5)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

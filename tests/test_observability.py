@@ -213,19 +213,23 @@ def test_cache_info_and_cache_clear():
 
 
 def test_steady_state_and_introspection_do_no_explaining(monkeypatch, logs):
-    calls = []
-    real = explain.signature
-    monkeypatch.setattr(explain, "signature", lambda *a: calls.append(1) or real(*a))
+    records, signatures = [], []
+    real_record, real_signature = explain.TraceRecord, explain.signature
+    monkeypatch.setattr(explain, "TraceRecord", lambda *a: records.append(1) or real_record(*a))
+    monkeypatch.setattr(explain, "signature", lambda *a: signatures.append(1) or real_signature(*a))
     step = _step()
     m = Model()
     step(m, jnp.ones((3, 4)))
-    assert len(calls) == 1  # recorded once, when the entry was traced
+    assert len(records) == 1  # recorded once, when the entry was traced
     for _ in range(5):
         step(m, jnp.ones((3, 4)))
     step.lower(m, jnp.ones((3, 4)))
     step.eval_shape(m, jnp.ones((3, 4)))
-    assert len(calls) == 1 and _retrace_lines(logs) == []
+    assert len(records) == 1 and _retrace_lines(logs) == []
     assert step.cache_info().fast_calls == 5
+    assert signatures == []  # made only when a retrace compares with it
+    step(m, jnp.ones((5, 4)))
+    assert len(records) == 2 and len(signatures) == 2
 
 
 def _user_fn_source():
