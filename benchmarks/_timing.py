@@ -2,14 +2,15 @@
 
 Each round runs every contender once -- k calls, blocking on the last output -- in a new random
 order.  With a fixed order, whoever came right after nnx.jit paid for the caches and allocator
-state it left.  The garbage of earlier samples is collected before each sample, untimed, so that
-no contender pays for another's; a contender's own collections stay in its time.
+state it left.  No collection is forced between samples: tried, it started every sample with cold
+caches (a full collection walks the whole heap), which a training loop never sees and which
+charged each contender for the size of its working set rather than for its calls (P1 Block:
+1.19x paired with it, against 1.07x for the ratio of the medians of the same samples).
 
 Ratios are paired: the median over rounds of a contender's time over the base's time in the same
 round, which cancels the machine's slow drifts (2 shared cores here: a contender's time moves by
 up to 2x within one run, the same for all contenders of a round).
 """
-import gc
 import random
 import statistics
 import time
@@ -27,7 +28,6 @@ def interleaved_samples(calls: dict[str, Callable[[], Any]], rounds: int, k: int
     for _ in range(rounds):
         rng.shuffle(order)
         for name, call in order:
-            gc.collect()
             t0 = time.perf_counter()
             for _ in range(k):
                 out = call()
