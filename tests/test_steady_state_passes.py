@@ -138,6 +138,23 @@ def _state(m):
     return {k: np.asarray(getattr(m, k)[...]) for k in ("w", "b", "mean", "count")}
 
 
+def _assert_same_state(m, ref):
+    for k, v in _state(ref).items():
+        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+
+
+def _in_steady_state():
+    """A step, a model stepped twice by it (the second call recorded the steady state), the same
+    model stepped twice eagerly, and the input."""
+    step = hijaxc.jit(body)
+    m, ref = Model(), Model()
+    x = jnp.ones((2, 3))
+    for _ in range(2):
+        step(m, x)
+        body(ref, x)
+    return step, m, ref, x
+
+
 def test_steady_state_matches_eager(passes):
     step = hijaxc.jit(body)
     m, ref = Model(), Model()
@@ -146,8 +163,7 @@ def test_steady_state_matches_eager(passes):
         out = step(m, x)
         want = body(ref, x)
         np.testing.assert_allclose(out, want, rtol=1e-6)
-    for k, v in _state(ref).items():
-        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    _assert_same_state(m, ref)
     assert step.step.stats["fast_calls"] >= 4  # the comparison above ran on the steady state
 
 
@@ -172,12 +188,7 @@ def test_steady_state_never_donates_what_the_caller_holds(passes):
 
 
 def test_steady_state_sees_a_value_replaced_between_calls(passes):
-    step = hijaxc.jit(body)
-    m, ref = Model(), Model()
-    x = jnp.ones((2, 3))
-    for _ in range(2):
-        step(m, x)
-        body(ref, x)
+    step, m, ref, x = _in_steady_state()
     m.b[...] = jnp.full(3, 5.0)  # a write outside the step: read back on the next call
     ref.b[...] = jnp.full(3, 5.0)
     np.testing.assert_allclose(step(m, x), body(ref, x), rtol=1e-6)
@@ -240,12 +251,7 @@ def test_steady_state_runs_no_python_frame_of_hijaxc_jax_or_flax_but_the_entry(p
 def test_steady_state_reads_the_passes_at_call_time(passes, monkeypatch):
     """Both the C ``FastCall`` and the closure call this module's ``_gather``/``_scatter`` as they
     are at call time (the fault harness swaps ``_scatter`` to fail midway)."""
-    step = hijaxc.jit(body)
-    m, ref = Model(), Model()
-    x = jnp.ones((2, 3))
-    for _ in range(2):
-        step(m, x)
-        body(ref, x)
+    step, m, ref, x = _in_steady_state()
     calls = []
 
     def gather(objects, n):
@@ -260,8 +266,7 @@ def test_steady_state_reads_the_passes_at_call_time(passes, monkeypatch):
     monkeypatch.setattr(ss, "_scatter", scatter)
     np.testing.assert_allclose(step(m, x), body(ref, x), rtol=1e-6)
     assert calls == ["gather", "scatter"]
-    for k, v in _state(ref).items():
-        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    _assert_same_state(m, ref)
 
 
 def test_steady_state_after_a_retrace_applies_the_new_plan(passes):
@@ -272,25 +277,18 @@ def test_steady_state_after_a_retrace_applies_the_new_plan(passes):
     for rows in (2, 2, 2, 5, 5, 2):
         x = jnp.full((rows, 3), 0.5)
         np.testing.assert_allclose(step(m, x), body(ref, x), rtol=1e-6)
-    for k, v in _state(ref).items():
-        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    _assert_same_state(m, ref)
     assert step.step.stats["fast_calls"] >= 4
 
 
 def test_steady_state_misses_fall_back_to_the_slow_path(passes):
     """Arguments the recorded layout does not cover (a keyword, an argument that is no leaf type
     the steady state passes through, one more argument) take the slow path and still match."""
-    step = hijaxc.jit(body)
-    m, ref = Model(), Model()
-    x = jnp.ones((2, 3))
-    for _ in range(2):
-        step(m, x)
-        body(ref, x)
+    step, m, ref, x = _in_steady_state()
     for call in (lambda f, mm: f(mm, x=x), lambda f, mm: f(mm, np.ones((2, 3), np.float32)),
                  lambda f, mm: f(mm, x)):
         np.testing.assert_allclose(call(step, m), call(body, ref), rtol=1e-6)
-    for k, v in _state(ref).items():
-        np.testing.assert_allclose(_state(m)[k], v, rtol=1e-6, err_msg=k)
+    _assert_same_state(m, ref)
     with pytest.raises(TypeError):
         step(m, x, x)
     assert int(m.count[...]) == int(ref.count[...])
