@@ -244,8 +244,8 @@ def test_steady_state_runs_no_python_frame_of_hijaxc_jax_or_flax_but_the_entry(p
         assert frames == ["api.py:__call__"], frames
     else:
         unflatten = [] if native.module() else ["pure_step.py:<lambda>"]
-        assert frames == ["api.py:__call__", "steady_state.py:call", "steady_state.py:_py_gather",
-                          "steady_state.py:_py_scatter"] + unflatten, frames
+        assert frames == (["api.py:__call__", "steady_state.py:call", "steady_state.py:_py_gather"]
+                          + unflatten + ["steady_state.py:_py_scatter"]), frames
 
 
 def test_steady_state_reads_the_passes_at_call_time(passes, monkeypatch):
