@@ -226,7 +226,8 @@ scatter(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------------ FastCall */
 
-static PyObject *str_gather, *str_scatter, *str_choose, *str_jitted, *str_apply, *str_fast_calls;
+static PyObject *str_gather, *str_scatter, *str_choose, *str_jitted, *str_split_at, *str_pack,
+    *str_apply, *str_fast_calls;
 static PyObject *one;
 
 typedef struct {
@@ -239,9 +240,10 @@ typedef struct {
     Py_ssize_t n_counted;   /* reference counts read for the first n_counted (donation) */
     PyObject *plain_pos;    /* tuple of positions of plain-leaf arguments, appended in order */
     PyObject *leaf_types;   /* frozenset: the types a plain leaf may have */
-    PyObject *donation;     /* steady_state.Donation: .choose(counts), .jitted */
+    PyObject *donation;     /* steady_state.Donation: .choose(counts), .jitted, .split_at, .pack */
     PyObject *counts;       /* the counts of the last choice (NULL: none yet) */
-    PyObject *jitted;       /* the compiled step for them */
+    PyObject *jitted;       /* the compiled step for them: jitted(donated, kept) */
+    Py_ssize_t split_at;    /* donated = leaves[:split_at], kept = the rest; -1: donation.pack */
     PyObject *plan;         /* the recorded write-back plan (simple) */
     PyObject *objects;      /* the split's objects, for plan.apply after a retrace */
     PyObject *update_objs;  /* list: the Variables written back from the first outputs */
@@ -353,12 +355,49 @@ fastcall_jitted(FastCall *self, PyObject *counts)
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
+    PyObject *split_at = PyObject_GetAttr(self->donation, str_split_at);
+    if (split_at == NULL)
+        return NULL;
+    Py_ssize_t k = PyLong_AsSsize_t(split_at);
+    Py_DECREF(split_at);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
     PyObject *jitted = PyObject_GetAttr(self->donation, str_jitted);
     if (jitted == NULL)
         return NULL;
+    self->split_at = k;
     Py_XSETREF(self->jitted, Py_NewRef(jitted));
     Py_XSETREF(self->counts, Py_NewRef(counts));
     return jitted;
+}
+
+/* the leaves as the compiled step takes them: (donated, kept), two new lists (donation.pack) */
+static int
+fastcall_pack(FastCall *self, PyObject *leaves, PyObject *packed[2])
+{
+    Py_ssize_t k = self->split_at, n = PyList_GET_SIZE(leaves);
+    if (k < 0 || k > n) {
+        PyObject *r = PyObject_CallMethodOneArg(self->donation, str_pack, leaves);
+        if (r == NULL)
+            return -1;
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_TypeError, "FastCall: pack must return (donated, kept)");
+            return -1;
+        }
+        packed[0] = Py_NewRef(PyTuple_GET_ITEM(r, 0));
+        packed[1] = Py_NewRef(PyTuple_GET_ITEM(r, 1));
+        Py_DECREF(r);
+        return 0;
+    }
+    packed[0] = k == n ? Py_NewRef(leaves) : PyList_GetSlice(leaves, 0, k);
+    packed[1] = PyList_GetSlice(leaves, k, n);
+    if (packed[0] == NULL || packed[1] == NULL) {
+        Py_XDECREF(packed[0]);
+        Py_XDECREF(packed[1]);
+        return -1;
+    }
+    return 0;
 }
 
 /* the jitted step raised: on_error(exc, leaves) notes what was lost (an Exception only) */
@@ -461,9 +500,15 @@ fastcall_vectorcall(FastCall *self, PyObject *const *argv, size_t nargsf, PyObje
         Py_DECREF(leaves);
         return NULL;
     }
-    /* jitted(*leaves): the list is ours alone, so its item array is stable during the call */
-    PyObject *out = PyObject_Vectorcall(jitted, ((PyListObject *)leaves)->ob_item,
-                                        PyList_GET_SIZE(leaves), NULL);
+    PyObject *packed[2];
+    if (fastcall_pack(self, leaves, packed) < 0) {
+        Py_DECREF(jitted);
+        Py_DECREF(leaves);
+        return NULL;
+    }
+    PyObject *out = PyObject_Vectorcall(jitted, packed, 2, NULL);
+    Py_DECREF(packed[0]);
+    Py_DECREF(packed[1]);
     Py_DECREF(jitted);
     if (out == NULL)
         fastcall_note_error(self, leaves);
@@ -649,7 +694,7 @@ PyInit__speedups(void)
 {
 #define INTERN(name) \
     if ((str_##name = PyUnicode_InternFromString(#name)) == NULL) return NULL;
-    INTERN(choose) INTERN(jitted) INTERN(apply) INTERN(fast_calls)
+    INTERN(choose) INTERN(jitted) INTERN(split_at) INTERN(pack) INTERN(apply) INTERN(fast_calls)
 #undef INTERN
     if ((one = PyLong_FromLong(1)) == NULL
         || (str_gather = PyUnicode_InternFromString("_gather")) == NULL

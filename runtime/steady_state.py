@@ -280,7 +280,9 @@ def _make_py_call(f: Fast, step, parts: _CallParts):
         if counts != donation_.counts:
             donation_.choose(counts)
         try:
-            new_leaves, box = donation_.jitted(*leaves)
+            k = donation_.split_at  # (donation.pack, inlined for the usual masks)
+            new_leaves, box = donation_.jitted(*((leaves[:k], leaves[k:]) if k >= 0
+                                                 else donation_.pack(leaves)))
         except Exception as e:
             donation.note_lost(e, name, leaves, donation_.mask)
             raise
@@ -351,31 +353,37 @@ class Donation:
     """The compiled step for the current reference counts: it donates the written-back leaves
     that only their Variable holds (S9).  The last choice is kept, so a loop whose caller holds
     the same arrays on every call (the step's own output, say) compares one ``bytes`` and hashes
-    nothing."""
+    nothing.  ``jitted`` takes the leaves as ``pack(leaves)`` gives them (``donation.Compiled``);
+    ``split_at`` says how, for the C call (``donation.pack``)."""
 
-    __slots__ = ("entry", "donatable", "jit_kwargs", "counts", "jitted", "mask")
+    __slots__ = ("entry", "donatable", "n_leaves", "jit_kwargs", "counts", "compiled", "jitted",
+                 "mask", "split_at")
 
     def __init__(self, f: Fast, step):
         self.entry, self.donatable, self.jit_kwargs = f.entry, f.donatable, step.jit_kwargs
-        self.counts, self.jitted, self.mask = None, None, ()
+        self.n_leaves = f.n_leaves
+        self.counts, self.compiled, self.jitted, self.mask, self.split_at = None, None, None, (), 0
 
     @classmethod
     def none(cls, f: Fast, step):
         """Nothing donated: every call's counts are ``b""``."""
         d = cls(f, step)
-        d.counts, d.jitted = b"", d._jitted_for(())
+        d._take(b"", ())
         return d
 
     def choose(self, counts: bytes) -> None:
-        mask = tuple(compress(self.donatable, map(donation.is_sole_holder, counts)))
-        self.counts, self.jitted, self.mask = counts, self._jitted_for(mask), mask
+        self._take(counts, tuple(compress(self.donatable, map(donation.is_sole_holder, counts))))
 
-    def _jitted_for(self, mask):
-        jitted = self.entry.jitted.get(mask)
-        if jitted is None:
-            jitted = self.entry.jitted[mask] = donation.jitted_for(self.entry, mask,
-                                                                   self.jit_kwargs)
-        return jitted
+    def _take(self, counts: bytes, mask: tuple) -> None:
+        c = self.entry.jitted.get(mask)
+        if c is None:
+            c = self.entry.jitted[mask] = donation.compiled_for(self.entry, mask, self.n_leaves,
+                                                                self.jit_kwargs)
+        self.counts, self.compiled = counts, c
+        self.jitted, self.mask, self.split_at = c.jitted, c.mask, c.split_at
+
+    def pack(self, leaves: list) -> tuple:
+        return donation.pack(self.compiled, leaves)
 
 
 def _output_builder(plan):

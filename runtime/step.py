@@ -25,13 +25,14 @@ _BUILTINS = __builtins__ if isinstance(__builtins__, dict) else vars(__builtins_
 
 
 class Entry:
-    """One traced structure: the jitted pure step (per donation mask)."""
+    """One traced structure: the pure step, and its compiled steps (per donation mask)."""
 
-    __slots__ = ("pure", "jitted")
+    __slots__ = ("pure", "traced", "jitted")
 
     def __init__(self, pure):
         self.pure = pure
-        self.jitted = {}  # donation mask -> jax.jit object
+        self.traced = None  # jax.jit(pure, inline=True): each mask's step calls it (donation.py)
+        self.jitted = {}  # donation mask -> donation.Compiled
 
 
 class Step:
@@ -180,13 +181,14 @@ class Step:
         skey, entry = self._entry(s, statics)
         leaves = s.leaves
         mask = self._donation_mask(s, leaves)
-        jitted = entry.jitted.get(mask)
-        if jitted is None:
-            jitted = entry.jitted[mask] = donation.jitted_for(entry, mask, self.jit_kwargs)
+        compiled = entry.jitted.get(mask)
+        if compiled is None:
+            compiled = entry.jitted[mask] = donation.compiled_for(entry, mask, len(leaves),
+                                                                  self.jit_kwargs)
         epoch = _EPOCH[0]
         self._calling.objects = s.objects
         try:
-            new_leaves, box = jitted(*leaves)
+            new_leaves, box = compiled.jitted(*donation.pack(compiled, leaves))
         except Rediscover:
             with self._lock:
                 if self.cache.get(skey) is entry:

@@ -148,8 +148,8 @@ def _inject_dispatch_failure(jf):
             return _armed_wrapper(jax.jit(*a, **k), armed)
 
     for entry in jf.step.cache.values():
-        for mask, jitted in list(entry.jitted.items()):
-            entry.jitted[mask] = _armed_wrapper(jitted, armed)
+        for mask, compiled in list(entry.jitted.items()):
+            entry.jitted[mask] = compiled._replace(jitted=_armed_wrapper(compiled.jitted, armed))
     try:
         with mock.patch.object(hx_donation, "jax", JaxProxy()):
             yield

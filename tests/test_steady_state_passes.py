@@ -187,6 +187,39 @@ def test_steady_state_never_donates_what_the_caller_holds(passes):
     assert donated, "the solely held, written-back state was never donated"
 
 
+@pytest.mark.parametrize("held_name", ["w", "b", "count", None])
+def test_each_donation_mask_passes_the_right_leaves(passes, held_name, monkeypatch):
+    """The compiled step takes the donated leaves and the others as two lists
+    (``donation.pack``): sliced where the mask is a prefix of the leaves, picked by index where
+    the caller holds a leaf in the middle.  Either way each leaf reaches its place in the step,
+    and what the caller holds is not donated."""
+    chosen = []
+    real_choose = ss.Donation.choose
+    monkeypatch.setattr(ss.Donation, "choose", lambda d, counts: (chosen.append(d),
+                                                                  real_choose(d, counts)))
+    step, m, ref, x = _in_steady_state()
+    ids = [id(v) for v in step.step._fast.var_objs]
+    index = {k: ids.index(id(getattr(m, k))) for k in ("w", "b", "mean", "count")}
+    for i in range(3):
+        held = getattr(m, held_name)[...] if held_name else None
+        held_copy = None if held is None else np.asarray(held).copy()
+        np.testing.assert_allclose(step(m, x + i), body(ref, x + i), rtol=1e-6)
+        _assert_same_state(m, ref)
+        if held is not None:
+            assert not held.is_deleted()
+            np.testing.assert_array_equal(np.asarray(held), held_copy)
+        del held
+    assert step.step.stats["fast_calls"] >= 3
+    d = chosen[-1]
+    assert set(d.donatable) >= {index["w"], index["mean"], index["count"]}
+    want = tuple(sorted(set(d.donatable) - {index.get(held_name)}))
+    assert d.mask == d.compiled.mask == want
+    prefix = want == tuple(range(len(want)))
+    assert d.split_at == (len(want) if prefix else -1)
+    donated, kept = d.pack(list(range(len(d.donatable) + 1)))  # (+ x)
+    assert donated == list(want) and sorted(donated + kept) == list(range(len(d.donatable) + 1))
+
+
 def test_steady_state_sees_a_value_replaced_between_calls(passes):
     step, m, ref, x = _in_steady_state()
     m.b[...] = jnp.full(3, 5.0)  # a write outside the step: read back on the next call
