@@ -78,11 +78,13 @@ def pack(c: Compiled, leaves: list) -> tuple[list, list]:
 
 def _unpacking(entry, mask: tuple) -> Callable:
     """``entry.pure(*leaves)`` called as ``c.jitted`` calls it (the inverse of ``pack``).  Through
-    ``entry.traced``, one inlined ``jax.jit`` of the pure step per structure, so that the user's
+    ``entry.traced``, one nested ``jax.jit`` of the pure step per structure, so that the user's
     function is traced once for all masks (and every mask's step returns the same plan object,
-    which the steady state compares by identity)."""
+    which the steady state compares by identity).  XLA inlines the nested call when compiling;
+    ``inline=True`` would inline it when tracing, but fails inside jax 0.10 on flax's hijax
+    Variables (an internal AssertionError)."""
     if entry.traced is None:
-        entry.traced = jax.jit(entry.pure, inline=True)
+        entry.traced = jax.jit(entry.pure)
     traced, donated_at = entry.traced, frozenset(mask)
 
     def unpacked(donated, kept):

@@ -31,7 +31,7 @@ class Entry:
 
     def __init__(self, pure):
         self.pure = pure
-        self.traced = None  # jax.jit(pure, inline=True): each mask's step calls it (donation.py)
+        self.traced = None  # jax.jit(pure): each mask's compiled step calls it (donation.py)
         self.jitted = {}  # donation mask -> donation.Compiled
 
 
