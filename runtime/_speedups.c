@@ -226,8 +226,8 @@ scatter(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------------ FastCall */
 
-static PyObject *str_gather, *str_scatter, *str_choose, *str_jitted, *str_split_at, *str_pack,
-    *str_apply, *str_fast_calls;
+static PyObject *str_gather, *str_scatter, *str_choose, *str_compiled, *str_jitted, *str_split_at,
+    *str_pack, *str_apply, *str_fast_calls;
 static PyObject *one;
 
 typedef struct {
@@ -240,7 +240,7 @@ typedef struct {
     Py_ssize_t n_counted;   /* reference counts read for the first n_counted (donation) */
     PyObject *plain_pos;    /* tuple of positions of plain-leaf arguments, appended in order */
     PyObject *leaf_types;   /* frozenset: the types a plain leaf may have */
-    PyObject *donation;     /* steady_state.Donation: .choose(counts), .jitted, .split_at, .pack */
+    PyObject *donation;     /* steady_state.Donation: .choose(counts), .compiled, .pack(leaves) */
     PyObject *counts;       /* the counts of the last choice (NULL: none yet) */
     PyObject *jitted;       /* the compiled step for them: jitted(donated, kept) */
     Py_ssize_t split_at;    /* donated = leaves[:split_at], kept = the rest; -1: donation.pack */
@@ -355,14 +355,14 @@ fastcall_jitted(FastCall *self, PyObject *counts)
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
-    PyObject *split_at = PyObject_GetAttr(self->donation, str_split_at);
-    if (split_at == NULL)
+    PyObject *compiled = PyObject_GetAttr(self->donation, str_compiled);
+    if (compiled == NULL)
         return NULL;
-    Py_ssize_t k = PyLong_AsSsize_t(split_at);
-    Py_DECREF(split_at);
-    if (k == -1 && PyErr_Occurred())
-        return NULL;
-    PyObject *jitted = PyObject_GetAttr(self->donation, str_jitted);
+    PyObject *split_at = PyObject_GetAttr(compiled, str_split_at);
+    Py_ssize_t k = split_at == NULL ? -1 : PyLong_AsSsize_t(split_at);
+    Py_XDECREF(split_at);
+    PyObject *jitted = k == -1 && PyErr_Occurred() ? NULL : PyObject_GetAttr(compiled, str_jitted);
+    Py_DECREF(compiled);
     if (jitted == NULL)
         return NULL;
     self->split_at = k;
@@ -694,7 +694,7 @@ PyInit__speedups(void)
 {
 #define INTERN(name) \
     if ((str_##name = PyUnicode_InternFromString(#name)) == NULL) return NULL;
-    INTERN(choose) INTERN(jitted) INTERN(split_at) INTERN(pack) INTERN(apply) INTERN(fast_calls)
+    INTERN(choose) INTERN(compiled) INTERN(jitted) INTERN(split_at) INTERN(pack) INTERN(apply) INTERN(fast_calls)
 #undef INTERN
     if ((one = PyLong_FromLong(1)) == NULL
         || (str_gather = PyUnicode_InternFromString("_gather")) == NULL

@@ -98,8 +98,16 @@ def _unpacking(entry, mask: tuple) -> Callable:
 
 
 def compiled_for(entry, mask_: tuple, n_leaves: int, jit_kwargs: dict) -> Compiled:
-    """The compiled step for a donation mask: reuse one that donates a subset of ``mask_`` (always
-    safe, saves a compile when e.g. the first call could donate less than later ones)."""
+    """The compiled step for a donation mask, kept in ``entry.jitted``: a new one, or one that
+    donates a subset of ``mask_`` (always safe, saves a compile when e.g. the first call could
+    donate less than later ones)."""
+    c = entry.jitted.get(mask_)
+    if c is None:
+        c = entry.jitted[mask_] = _compile(entry, mask_, n_leaves, jit_kwargs)
+    return c
+
+
+def _compile(entry, mask_: tuple, n_leaves: int, jit_kwargs: dict) -> Compiled:
     best = None
     allowed = set(mask_)
     for m, c in entry.jitted.items():

@@ -279,12 +279,13 @@ def _make_py_call(f: Fast, step, parts: _CallParts):
             counts = reads(leaves)
         if counts != donation_.counts:
             donation_.choose(counts)
+        compiled = donation_.compiled
         try:
-            k = donation_.split_at  # (donation.pack, inlined for the usual masks)
-            new_leaves, box = donation_.jitted(*((leaves[:k], leaves[k:]) if k >= 0
-                                                 else donation_.pack(leaves)))
+            k = compiled.split_at  # (donation.pack, inlined for the usual masks)
+            new_leaves, box = compiled.jitted(*((leaves[:k], leaves[k:]) if k >= 0
+                                                else donation_.pack(leaves)))
         except Exception as e:
-            donation.note_lost(e, name, leaves, donation_.mask)
+            donation.note_lost(e, name, leaves, compiled.mask)
             raise
         del leaves
         stats["fast_calls"] += 1
@@ -353,16 +354,14 @@ class Donation:
     """The compiled step for the current reference counts: it donates the written-back leaves
     that only their Variable holds (S9).  The last choice is kept, so a loop whose caller holds
     the same arrays on every call (the step's own output, say) compares one ``bytes`` and hashes
-    nothing.  ``jitted`` takes the leaves as ``pack(leaves)`` gives them (``donation.Compiled``);
-    ``split_at`` says how, for the C call (``donation.pack``)."""
+    nothing.  ``compiled.jitted`` takes the leaves as ``pack(leaves)`` gives them
+    (``donation.Compiled``; the C call slices them itself where ``compiled.split_at`` allows)."""
 
-    __slots__ = ("entry", "donatable", "n_leaves", "jit_kwargs", "counts", "compiled", "jitted",
-                 "mask", "split_at")
+    __slots__ = ("entry", "donatable", "n_leaves", "jit_kwargs", "counts", "compiled")
 
     def __init__(self, f: Fast, step):
         self.entry, self.donatable, self.jit_kwargs = f.entry, f.donatable, step.jit_kwargs
-        self.n_leaves = f.n_leaves
-        self.counts, self.compiled, self.jitted, self.mask, self.split_at = None, None, None, (), 0
+        self.n_leaves, self.counts, self.compiled = f.n_leaves, None, None
 
     @classmethod
     def none(cls, f: Fast, step):
@@ -375,12 +374,16 @@ class Donation:
         self._take(counts, tuple(compress(self.donatable, map(donation.is_sole_holder, counts))))
 
     def _take(self, counts: bytes, mask: tuple) -> None:
-        c = self.entry.jitted.get(mask)
-        if c is None:
-            c = self.entry.jitted[mask] = donation.compiled_for(self.entry, mask, self.n_leaves,
-                                                                self.jit_kwargs)
-        self.counts, self.compiled = counts, c
-        self.jitted, self.mask, self.split_at = c.jitted, c.mask, c.split_at
+        self.compiled = donation.compiled_for(self.entry, mask, self.n_leaves, self.jit_kwargs)
+        self.counts = counts
+
+    @property
+    def mask(self) -> tuple:
+        return self.compiled.mask
+
+    @property
+    def split_at(self) -> int:
+        return self.compiled.split_at
 
     def pack(self, leaves: list) -> tuple:
         return donation.pack(self.compiled, leaves)

@@ -181,10 +181,7 @@ class Step:
         skey, entry = self._entry(s, statics)
         leaves = s.leaves
         mask = self._donation_mask(s, leaves)
-        compiled = entry.jitted.get(mask)
-        if compiled is None:
-            compiled = entry.jitted[mask] = donation.compiled_for(entry, mask, len(leaves),
-                                                                  self.jit_kwargs)
+        compiled = donation.compiled_for(entry, mask, len(leaves), self.jit_kwargs)
         epoch = _EPOCH[0]
         self._calling.objects = s.objects
         try:
