@@ -14,10 +14,12 @@ with ``donate_argnums``.
 
 Contenders (where the installed flax has them): ``hijaxc.jit``, ``nnx.jit``,
 ``nnx.jit(graph=False)`` (tree mode) and ``nnx.cached_partial``.  Each round calls each contender
-K times, in a random order, and blocks on the last output (``_timing.py``); the table gives the
-median per-call time over the rounds and the median over rounds of the ratio to the floor's time
-in the same round.  Every contender's state is checked afterwards: it must have
-advanced by exactly the number of calls made.
+K times, in a random order, and blocks on the last output (``_timing.py``).  Each N is measured in
+several fresh processes that make the contenders in different orders (``creation_orders``: where
+a contender is made moves its time); the table gives the median per-call time over the rounds of
+all of them and the median over those rounds of the ratio to the floor's time in the same round,
+and a second table hijaxc's ratio in each process.  Every contender's state is checked afterwards:
+it must have advanced by exactly the number of calls made.
 
 First call (trace + compile) of a model of ``--first-call-layers`` Linear layers: each contender
 in a fresh subprocess running this file, so that nothing is cached.
@@ -239,8 +241,9 @@ class Timing(NamedTuple):
     workload: str
     contender: str
     n: int
-    seconds: float          # median time per call
-    ratio: float            # median over rounds of seconds / the floor's in the same round
+    seconds: float          # median time per call, over the rounds of every process that made it
+    ratio: float            # median over those rounds of seconds / the floor's in the same round
+    per_process: tuple      # that ratio in each process that made the contender
 
 
 def calls_per_round(calls: int, n: int) -> int:
@@ -248,8 +251,28 @@ def calls_per_round(calls: int, n: int) -> int:
     return max(3, calls * 100 // max(n, 100))
 
 
-def time_one_n(w: Workload, n: int, rounds: int, calls: int) -> list[Timing]:
-    contenders = [make_contender(name, w, w.make(n)) for name in available()]
+def creation_orders(names: list[str], processes: int) -> list[list[str]]:
+    """The contenders each process makes, in the order it makes them.
+
+    Where a contender is made moves its time per call by up to ~20 % at N = 1,000 (the first one
+    made was the slowest in most runs; README, "Scaling"), so one process measures placement as
+    much as the call path.  Process 0 makes every contender, the floor first; the others make only
+    the floor and hijaxc, hijaxc first in every other one, so each of the two is made first about
+    equally often.  The nnx contenders (3-20x the floor) are made in process 0 only: their warm-ups
+    are minutes at 4,000 scalars and at 1,000 linears."""
+    pair = [FLOOR, HIJAXC]
+    return [names] + [pair[::-1] if p % 2 else pair for p in range(1, processes)]
+
+
+class Run(NamedTuple):
+    order: list[str]                    # the contenders, in the order this process made them
+    samples: dict[str, list[float]]     # per contender, its time per call in each round
+
+
+def measure(w: Workload, n: int, order: list[str], rounds: int, calls: int, seed: int) -> Run:
+    """In this process: make the contenders in ``order``, warm them up, time them interleaved,
+    and check that each advanced the state once per call."""
+    contenders = [make_contender(name, w, w.make(n)) for name in order]
     # copies: a zero-copy view (np.asarray) keeps the first state's buffers referenced outside
     # JAX, and with those views held hijaxc's later calls measured 1.4-1.5x the floor instead of
     # ~1.0x (the floor's did not change; cause not found, see README)
@@ -264,18 +287,54 @@ def time_one_n(w: Workload, n: int, rounds: int, calls: int) -> list[Timing]:
         warmup[c.name] = f"{time.perf_counter() - t0:.1f}"
     print(f"  {w.name} N={n} warm-up (s): {warmup}", file=sys.stderr)
     k = calls_per_round(calls, n)
-    samples = interleaved_samples({c.name: c.call for c in contenders}, rounds, k, seed=n)
+    samples = interleaved_samples({c.name: c.call for c in contenders}, rounds, k, seed=seed)
     for c in contenders:
         check_advanced(w, c, before[c.name], WARMUP + rounds * k)
-    return [Timing(w.name, name, n, statistics.median(s), paired_ratio(samples, name, FLOOR))
-            for name, s in samples.items()]
+    return Run(order, samples)
 
 
-def sweep(w: Workload, ns: list[int], rounds: int, calls: int) -> list[Timing]:
+def _measure_in_child(w: Workload, n: int, order: list[str], rounds: int, calls: int,
+                      seed: int) -> Run:
+    job = {"workload": w.name, "n": n, "order": order, "rounds": rounds, "calls": calls,
+           "seed": seed}
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--sweep-child",
+                        json.dumps(job)], stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{w.name} N={n} {order}: the measuring process failed "
+                           f"(exit {r.returncode}; its stderr is above)")
+    return Run(order, json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def sweep_child(job: str):
+    """Run in a fresh process: ``measure`` one job, print its samples as JSON."""
+    j = json.loads(job)
+    w = {SCALARS.name: SCALARS, LINEARS.name: LINEARS}[j["workload"]]
+    run = measure(w, j["n"], j["order"], j["rounds"], j["calls"], j["seed"])
+    print(json.dumps(run.samples))
+
+
+def pooled(w: Workload, n: int, runs: list[Run], name: str) -> Timing:
+    """``name``'s time and ratio to the floor over the rounds of every run that made it."""
+    mine = [r for r in runs if name in r.samples]
+    ratios = [[a / b for a, b in zip(r.samples[name], r.samples[FLOOR])] for r in mine]
+    return Timing(w.name, name, n, statistics.median(t for r in mine for t in r.samples[name]),
+                  statistics.median(x for rs in ratios for x in rs),
+                  tuple(statistics.median(rs) for rs in ratios))
+
+
+def time_one_n(w: Workload, n: int, rounds: int, calls: int, processes: int) -> list[Timing]:
+    """Each contender at this N, measured in ``processes`` fresh processes (``creation_orders``),
+    the rounds pooled."""
+    runs = [_measure_in_child(w, n, order, rounds, calls, seed=n * 10 + p)
+            for p, order in enumerate(creation_orders(available(), processes))]
+    return [pooled(w, n, runs, name) for name in available()]
+
+
+def sweep(w: Workload, ns: list[int], rounds: int, calls: int, processes: int) -> list[Timing]:
     out = []
     for n in ns:
         t0 = time.perf_counter()
-        out += time_one_n(w, n, rounds, calls)
+        out += time_one_n(w, n, rounds, calls, processes)
         print(f"  {w.name} N={n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return out
 
@@ -361,6 +420,24 @@ def sweep_table(w: Workload, timings: list[Timing]) -> str:
     return "\n".join(lines)
 
 
+def _short(name: str) -> str:
+    return {FLOOR: "floor", HIJAXC: "hijaxc"}.get(name, name)
+
+
+def per_process_table(w: Workload, timings: list[Timing], orders: list[list[str]]) -> str:
+    """hijaxc's ratio to the floor in each process, with the order the process made them in."""
+    ns = sorted({t.n for t in timings})
+    cell = {t.n: t for t in timings if t.contender == HIJAXC}
+    lines = [f"{w.name}: `{HIJAXC}` / floor in each process (the table above pools their rounds)",
+             "", "| process: made in this order | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
+             "|---" * (len(ns) + 1) + "|"]
+    for p, order in enumerate(orders):
+        made = ", ".join(_short(name) for name in order[:2]) + (", nnx..." if order[2:] else "")
+        cells = [f"{cell[n].per_process[p]:.2f}×" for n in ns]
+        lines.append(f"| {p}: {made} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def first_call_table(layers: int, repeats: int, rows: list[FirstCall]) -> str:
     lines = [f"### First call (wrap + trace + compile + run), {layers} Linear layers, "
              f"median of {repeats} fresh processes", "",
@@ -425,21 +502,25 @@ class Settings(NamedTuple):
     scalar_ns: list[int]
     linear_ns: list[int]
     first_call_repeats: int
+    processes: int
 
 
 def settings(a: argparse.Namespace) -> Settings:
     ns = [int(n) for n in a.ns.split(",")] if a.ns else None
     if a.quick:
-        return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1)
+        return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1, a.processes or 1)
     # 100 calls per sample at N <= 100 (~1.5 ms of the floor at N = 10): shorter samples were
     # mostly scheduler noise on the 2-core machines here
-    return Settings(a.rounds or 21, 100, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 5)
+    return Settings(a.rounds or 21, 100, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 5,
+                    a.processes or 4)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few rounds, small N")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 21, quick 3)")
+    ap.add_argument("--processes", type=int,
+                    help="processes per N, see creation_orders (default 4, quick 1)")
     ap.add_argument("--ns", help="comma-separated N for both sweeps (default 10,100,1000[,4000])")
     ap.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "scaling.md"))
     ap.add_argument("--plot", default=os.path.join(_ROOT, "docs", "scaling.png"))
@@ -447,13 +528,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--first-call-layers", type=int, default=100)
     ap.add_argument("--no-first-call", action="store_true")
     ap.add_argument("--first-call-child", help=argparse.SUPPRESS)
+    ap.add_argument("--sweep-child", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def header(s: Settings) -> str:
     return (f"jax {jax.__version__}, flax {flax.__version__}, {jax.default_backend()}, "
-            f"{os.cpu_count()} cores; medians of {s.rounds} interleaved rounds × up to {s.calls} "
-            f"calls; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
+            f"{os.cpu_count()} cores; {s.processes} processes per N (creation orders below), "
+            f"medians of their {s.rounds} interleaved rounds each × up to {s.calls} calls, "
+            f"pooled; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
             f"donated.  Unavailable here: "
             f"{', '.join(n for n in (NNX_TREE, NNX_CACHED) if n not in available()) or 'none'}.")
 
@@ -463,10 +546,17 @@ def main(argv=None) -> Results | None:
     if a.first_call_child:
         first_call_child(a.first_call_child, a.first_call_layers)
         return None
+    if a.sweep_child:
+        sweep_child(a.sweep_child)
+        return None
     s = settings(a)
-    sweeps = [Sweep(SCALARS, sweep(SCALARS, s.scalar_ns, s.rounds, s.calls)),
-              Sweep(LINEARS, sweep(LINEARS, s.linear_ns, s.rounds, s.calls))]
-    parts = [header(s)] + [sweep_table(sw.workload, sw.timings) for sw in sweeps]
+    sweeps = [Sweep(SCALARS, sweep(SCALARS, s.scalar_ns, s.rounds, s.calls, s.processes)),
+              Sweep(LINEARS, sweep(LINEARS, s.linear_ns, s.rounds, s.calls, s.processes))]
+    orders = creation_orders(available(), s.processes)
+    parts = [header(s)]
+    for sw in sweeps:
+        parts += [sweep_table(sw.workload, sw.timings),
+                  per_process_table(sw.workload, sw.timings, orders)]
     fc = [] if a.no_first_call else first_calls(a.first_call_layers, s.first_call_repeats)
     if fc:
         parts.append(first_call_table(a.first_call_layers, s.first_call_repeats, fc))
