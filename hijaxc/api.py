@@ -41,6 +41,25 @@ _NNX_GRAPH_CONTEXT = _rt._adapter.NNX_GRAPH_CONTEXT
 _EPOCH, _MISS = _rt._adapter.EPOCH, _rt.steady_state.MISS
 _Rediscover = _rt.discovery.Rediscover
 
+
+class _PyDispatch:
+    """``JitFunction``'s call where the C extension is absent; with it, ``_speedups.Dispatch``
+    runs the steady state of ``JitFunction._call`` with no Python frame (runtime/_dispatch.c)."""
+
+    __slots__ = ("_step", "_plain")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(args, kwargs)
+
+
+def _dispatch_base() -> type:
+    ext = _rt.native.module()
+    if ext is None:
+        return _PyDispatch
+    ext.configure(_EPOCH, _MISS, _Rediscover, _NNX_GRAPH_CONTEXT, _step.Step,
+                  _rt.steady_state.Fast)
+    return ext.Dispatch
+
 def rewrite(parsed: parse.Parsed, analysis: analyse.Analysis, fn: types.FunctionType):
     """The user's function -> the body hijaxc traces: each pass's docstring shows what it does."""
     ctx = Context.make(parsed, analysis, fn)
@@ -208,7 +227,7 @@ def static_positions(fn: types.FunctionType, n_bound: int, argnums, argnames):
     return nums, argnames
 
 
-class JitFunction:
+class JitFunction(_dispatch_base()):
     """What ``hijaxc.jit`` returns: call it like the function; ``.lower``, ``.trace``,
     ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
 
@@ -226,6 +245,7 @@ class JitFunction:
                              donate=donate, aliasing=aliasing, jit_kwargs=jit_kwargs,
                              explain=explain, warn_after_traces=warn_after_traces)
         self._step = None
+        self._plain = not (self._bound or self._bound_kw)  # the C entry may try the steady state
 
     def _options_kwargs(self):
         o = dict(self._options)
@@ -267,7 +287,8 @@ class JitFunction:
             kwargs = {**self._bound_kw, **kwargs}
         return args, kwargs
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, args: tuple, kwargs: dict) -> Any:
+        """The call (``_speedups.Dispatch`` does its steady state in C where it applies)."""
         if _NNX_GRAPH_CONTEXT is not None and _NNX_GRAPH_CONTEXT.tmp_static_cache is not None:
             # called through nnx.cached_partial: its cached objects are clones sharing the
             # caller's Variables; hijaxc keeps its own cache, flax's must be consumed
@@ -275,7 +296,7 @@ class JitFunction:
         if self._bound or self._bound_kw:
             args, kwargs = self._args(args, kwargs)
         step = self._step or self.step
-        fast = step._fast  # Step.call, inlined (issue 15: each Python frame is ~2 % at N = 10)
+        fast = step._fast  # Step.call, inlined (issue 15: each Python frame is ~3 % at N = 10)
         if fast is not None and fast.epoch == _EPOCH[0]:
             try:
                 out = fast.call(args, kwargs)
@@ -292,6 +313,7 @@ class JitFunction:
         bound.__dict__.update(self.__dict__)
         bound._bound = (obj,) + tuple(self._bound)
         bound._step = self.step  # share caches between instances
+        bound._plain = False
         return bound
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:

@@ -36,6 +36,9 @@ class Entry:
 
 
 class Step:
+    # ``_fast`` is a slot: ``_speedups.Dispatch`` reads it at its offset on every call
+    __slots__ = ("_fast", "__dict__", "__weakref__")
+
     def __init__(self, pure_fn, name, *, free_names=(), free_cells=(), free_globals=None,
                  static_argnums=(), static_argnames=(), donate="auto", aliasing="share",
                  where="<unknown>", jit_kwargs=None, observe=None):
