@@ -227,6 +227,13 @@ def static_positions(fn: types.FunctionType, n_bound: int, argnums, argnames):
     return nums, argnames
 
 
+def _new_jit_function(cls: type) -> JitFunction:
+    """An uninitialised ``cls`` (a ``JitFunction``), for copies and pickles (``__reduce__``)."""
+    obj = cls.__new__(cls)
+    obj._step, obj._plain = None, False
+    return obj
+
+
 class JitFunction(_dispatch_base()):
     """What ``hijaxc.jit`` returns: call it like the function; ``.lower``, ``.trace``,
     ``.eval_shape``, ``__wrapped__``; a descriptor, so it decorates methods too."""
@@ -295,6 +302,8 @@ class JitFunction(_dispatch_base()):
             _NNX_GRAPH_CONTEXT.tmp_static_cache = None
         if self._bound or self._bound_kw:
             args, kwargs = self._args(args, kwargs)
+        else:
+            self._plain = True  # (again: a copy of this object has lost the slot)
         step = self._step or self.step
         fast = step._fast  # Step.call, inlined (issue 15: each Python frame is ~3 % at N = 10)
         if fast is not None and fast.epoch == _EPOCH[0]:
@@ -305,6 +314,18 @@ class JitFunction(_dispatch_base()):
             if out is not _MISS:
                 return out
         return step.slow_call(args, kwargs)
+
+    # The C base's slots (``_step``, ``_plain``) are not in ``__dict__``: a shallow copy shares the
+    # compiled step, as it did when ``_step`` lived in ``__dict__``; a deep copy (or a pickle)
+    # starts without one and compiles on its first call.
+    def __copy__(self) -> JitFunction:
+        other = _new_jit_function(type(self))
+        other.__dict__.update(self.__dict__)
+        other._step, other._plain = self._step, self._plain
+        return other
+
+    def __reduce__(self):
+        return _new_jit_function, (type(self),), dict(self.__dict__)
 
     def __get__(self, obj: Any, objtype: type | None = None) -> JitFunction:
         if obj is None:

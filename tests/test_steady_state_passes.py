@@ -344,3 +344,18 @@ def test_a_dropped_step_and_model_are_freed(passes):
     del step, m
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy], ids=["copy", "deepcopy"])
+def test_a_copied_jitted_function_steps_like_the_original(passes, copier):
+    """A shallow copy of a ``JitFunction`` shares its compiled step; a deep copy compiles again on
+    its first call (the C base's slots are not in ``__dict__``); both then take the steady
+    state."""
+    step, m, ref, x = _in_steady_state()
+    other = copier(step)
+    np.testing.assert_allclose(other(m, x), body(ref, x), rtol=1e-6)
+    before = other.step.stats["fast_calls"]
+    for _ in range(2):
+        np.testing.assert_allclose(other(m, x), body(ref, x), rtol=1e-6)
+    _assert_same_state(m, ref)
+    assert other.step.stats["fast_calls"] == before + 2
