@@ -47,17 +47,6 @@ typedef struct {
     char plain;         /* _plain: no bound arguments, so the steady state may be tried here */
 } Dispatch;
 
-static PyObject *
-dispatch_python(Dispatch *self, PyObject *args, PyObject *kwargs)
-{
-    PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
-    if (kw == NULL)
-        return NULL;
-    PyObject *r = PyObject_CallMethodObjArgs((PyObject *)self, str__call, args, kw, NULL);
-    Py_DECREF(kw);
-    return r;
-}
-
 /* 1 where flax's graph context holds a static cache for the next transform (or on an error) */
 static int
 cache_pending(void)
@@ -109,15 +98,15 @@ current_call(PyObject *step)
     return call;
 }
 
-/* step.<name>([exc,] args, kwargs), with a new dict where kwargs is NULL */
+/* o.<name>([exc,] args, kwargs), with a new dict where kwargs is NULL (as for **kwargs) */
 static PyObject *
-call_step(PyObject *step, PyObject *name, PyObject *exc, PyObject *args, PyObject *kwargs)
+call_step(PyObject *o, PyObject *name, PyObject *exc, PyObject *args, PyObject *kwargs)
 {
     PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
     if (kw == NULL)
         return NULL;
-    PyObject *r = exc != NULL ? PyObject_CallMethodObjArgs(step, name, exc, args, kw, NULL)
-                              : PyObject_CallMethodObjArgs(step, name, args, kw, NULL);
+    PyObject *r = exc != NULL ? PyObject_CallMethodObjArgs(o, name, exc, args, kw, NULL)
+                              : PyObject_CallMethodObjArgs(o, name, args, kw, NULL);
     Py_DECREF(kw);
     return r;
 }
@@ -146,7 +135,7 @@ dispatch_call(Dispatch *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *step = self->step;
     if (!self->plain || step == NULL || step == Py_None || epoch == NULL || cache_pending())
-        return dispatch_python(self, args, kwargs);
+        return call_step((PyObject *)self, str__call, NULL, args, kwargs);
     Py_INCREF(step);
     PyObject *out, *call = current_call(step);
     if (call != NULL) {
