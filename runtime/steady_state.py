@@ -9,11 +9,10 @@ needs, and per Variable two passes -- ``_gather`` reads the value slots and the 
 (the donation check, S9), ``_scatter`` writes the outputs back.  The usual
 ``step(model, optimizer, x, y)`` has the layout the C extension (``native``) serves whole: the
 Variables' leaves first, in order, then the plain arguments; the written-back leaves first in the
-outputs; then, below ``C_CALL_MAX_VARIABLES`` Variables, ``Fast.call`` is a
-``_speedups.FastCall``, which runs the same steps as the closure below with no Python frame.
-Otherwise (other layouts, larger models, no extension, ``HIJAXC_PURE_PYTHON=1``) it is that
-closure; its passes are then the extension's C functions where built, else C-level ``map``s over
-the slot descriptor (about three times the cost per Variable).  Both read
+outputs; then ``Fast.call`` is a ``_speedups.FastCall``, which runs the same steps as the closure
+below with no Python frame.  Otherwise (other layouts, no extension, ``HIJAXC_PURE_PYTHON=1``) it
+is that closure; its passes are then the extension's C functions where built, else C-level
+``map``s over the slot descriptor (about three times the cost per Variable).  Both read
 ``_gather`` and ``_scatter`` from this module on each call, so tests can swap them.
 """
 import collections
@@ -32,17 +31,6 @@ _consume = collections.deque(maxlen=0).extend  # runs an iterator to its end in 
 _get_raw, _set_raw = _adapter.get_raw, _adapter.set_raw
 LEAF_TYPES = frozenset({_adapter.ArrayImpl, int, float, bool, complex})
 MISS = object()  # the steady state does not apply: take the slow path
-
-#: From this many Variables on, the steady state is the closure (with the C passes) even where the
-#: C ``FastCall`` could serve the layout.  Measured on benchmarks/scaling.py's step (interleaved,
-#: 20 processes, creation orders rotated): at 1,000 scalar Variables the closure ran at 1.02x the
-#: floor and ``FastCall`` at 1.10x (1.03-1.21x, never below the closure's median) -- the same
-#: passes, the same compiled step, the same donation; the extra time is in jax's own per-array
-#: work (perf samples in Execute, PrepareArguments, PyArray.layout and free), and moving
-#: ``FastCall``'s releases, its timing or its calls of the passes did not change it.  At 4,000
-#: they were equal, and at 10 and 100 ``FastCall`` saves the closure's frame (~0.7 us, up to 5 %
-#: of a 10-Variable call).  The frame is < 0.5 % of a call from here on.
-C_CALL_MAX_VARIABLES = 256
 
 
 def _py_gather(objects: list, n: int) -> tuple:
@@ -231,8 +219,7 @@ class _CallParts:
     def c_serves(self, f: Fast) -> bool:
         """The layout ``_speedups.FastCall`` serves whole."""
         return (_c_call is not None and f.contiguous and self.simple_roots and self.reads is None
-                and self.update_objs is not None and f.plan.simple
-                and len(f.var_objs) < C_CALL_MAX_VARIABLES)
+                and self.update_objs is not None and f.plan.simple)
 
 
 def _make_call(f: Fast, step):

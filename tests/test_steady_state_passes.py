@@ -283,50 +283,6 @@ def test_steady_state_runs_no_python_frame_of_hijaxc_jax_or_flax(passes):
                           + unflatten + ["steady_state.py:_py_scatter"]), frames
 
 
-class Counters(nnx.Module):
-    def __init__(self, n):
-        self.counters = nnx.List([hijaxc.Variable(jnp.array(i)) for i in range(n)]) \
-            if hasattr(nnx, "List") else [hijaxc.Variable(jnp.array(i)) for i in range(n)]
-
-
-def bump_all(m, x):
-    for c in m.counters:
-        c[...] += x
-    return m.counters[0][...]
-
-
-def _steps_by_fastcall(n: int) -> bool:
-    """Step ``Counters(n)`` four times, holding each output, and check it against eager execution
-    (a held output is not donated, S9); whether the steady state was the C ``FastCall``."""
-    step = hijaxc.jit(bump_all)
-    m, ref = Counters(n), Counters(n)
-    held = []
-    for i in range(4):
-        held.append(step(m, jnp.array(i)))
-        bump_all(ref, jnp.array(i))
-    assert step.step.stats["fast_calls"] >= 2
-    for a, b in zip(m.counters, ref.counters):
-        assert int(a[...]) == int(b[...])
-    assert [int(h) for h in held] == [0, 1, 3, 6]
-    return type(step.step._fast.call) is native.module().FastCall
-
-
-@pytest.mark.parametrize("n", [ss.C_CALL_MAX_VARIABLES - 1, ss.C_CALL_MAX_VARIABLES])
-def test_large_models_take_the_closure_with_the_c_passes(n, monkeypatch):
-    """Below ``C_CALL_MAX_VARIABLES`` Variables the steady state is the C ``FastCall`` where the
-    layout allows it; from there on the closure (measured faster there, see steady_state.py),
-    still with the C passes.  (With flax < 0.11 a plain list of Variables needs checks only the
-    closure makes, at any size.)"""
-    if C_PASSES is None:
-        pytest.skip("the C passes are not built here")
-    with monkeypatch.context() as patch:
-        patch.setattr(ss, "C_CALL_MAX_VARIABLES", 10**9)
-        served_at_any_size = _steps_by_fastcall(n)
-    assert _steps_by_fastcall(n) == (served_at_any_size and n < ss.C_CALL_MAX_VARIABLES)
-    if hasattr(nnx, "List"):  # (the layout FastCall serves)
-        assert served_at_any_size
-
-
 def test_steady_state_reads_the_passes_at_call_time(passes, monkeypatch):
     """Both the C ``FastCall`` and the closure call this module's ``_gather``/``_scatter`` as they
     are at call time (the fault harness swaps ``_scatter`` to fail midway)."""
