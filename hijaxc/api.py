@@ -303,7 +303,7 @@ class JitFunction(_dispatch_base()):
         if self._bound or self._bound_kw:
             args, kwargs = self._args(args, kwargs)
         else:
-            self._plain = True  # (again: a copy of this object has lost the slot)
+            self._plain = True  # (again: a deep copy or an unpickled one starts without it)
         step = self._step or self.step
         fast = step._fast  # Step.call, inlined (issue 15: each Python frame is ~3 % at N = 10)
         if fast is not None and fast.epoch == _EPOCH[0]:
