@@ -5,7 +5,11 @@ order.  With a fixed order, whoever came right after nnx.jit paid for the caches
 state it left.  No collection is forced between samples: tried, it started every sample with cold
 caches (a full collection walks the whole heap), which a training loop never sees and which
 charged each contender for the size of its working set rather than for its calls (P1 Block:
-1.19x paired with it, against 1.07x for the ratio of the medians of the same samples).
+1.19x paired with it, against 1.07x for the ratio of the medians of the same samples).  Each
+contender's last output stays held until its next round, as a loop holds it: when one variable
+held whichever contender ran last, a step whose result is one of its Variables' new values
+(``scaling.bump``) could donate that value on the first call of a round and not on the others, and
+switched between two compiled steps twice per round.
 
 Ratios are paired: the median over rounds of a contender's time over the base's time in the same
 round, which cancels the machine's slow drifts (2 shared cores here: a contender's time moves by
@@ -25,14 +29,17 @@ def interleaved_samples(calls: dict[str, Callable[[], Any]], rounds: int, k: int
     rng = random.Random(seed)
     samples = {name: [] for name in calls}
     order = list(calls.items())
+    last = {}  # each contender's last output, held until its next round, as a loop holds it
     for _ in range(rounds):
         rng.shuffle(order)
         for name, call in order:
+            out = last.pop(name, None)
             t0 = time.perf_counter()
             for _ in range(k):
                 out = call()
             jax.block_until_ready(out)
             samples[name].append((time.perf_counter() - t0) / k)
+            last[name] = out
     return samples
 
 

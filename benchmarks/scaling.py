@@ -21,6 +21,12 @@ all of them and the median over those rounds of the ratio to the floor's time in
 and a second table hijaxc's ratio in each process.  Every contender's state is checked afterwards:
 it must have advanced by exactly the number of calls made.
 
+``--isolated`` puts each contender in a process of its own (``measure_isolated``), the rounds
+still interleaved across them: nothing of one contender's heap is in another's, as in a program
+that runs one of them.  Every worker holds the Module it was made from, the floor's too (a floor
+whose Module was dropped measured 20-30 % slower at 1,000 Linear layers: its calls' arrays land in
+the freed memory).
+
 First call (trace + compile) of a model of ``--first-call-layers`` Linear layers: each contender
 in a fresh subprocess running this file, so that nothing is cached.
 
@@ -34,6 +40,7 @@ import inspect
 import json
 import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -311,6 +318,79 @@ def _measure_in_child(w: Workload, n: int, order: list[str], rounds: int, calls:
     return Run(order, json.loads(r.stdout.strip().splitlines()[-1]))
 
 
+class _Worker:
+    """A fresh process (this file, ``--worker``) holding one contender: it makes the model and the
+    contender, warms it up, then times ``k`` calls each time it is asked (``worker_main``)."""
+
+    def __init__(self, w: Workload, n: int, name: str):
+        self.name = name
+        job = json.dumps({"workload": w.name, "n": n, "name": name})
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", job],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def reply(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker of {self.name} died (its stderr is above)")
+        return line.strip()
+
+    def ask(self, request: str) -> str:
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        return self.reply()
+
+    def close(self) -> None:
+        """End the worker; it checks that its state advanced once per call (``check_advanced``)."""
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise RuntimeError(f"the worker of {self.name} failed (exit {self.proc.returncode})")
+
+
+def measure_isolated(w: Workload, n: int, names: list[str], rounds: int, calls: int,
+                     seed: int) -> Run:
+    """Each contender in a process of its own, the rounds interleaved across them as in
+    ``_timing.interleaved_samples`` (a new random order each round); each worker times its own
+    calls, so the pipe's round trip is not timed."""
+    workers = [_Worker(w, n, name) for name in names]  # started together: warm-ups overlap
+    try:
+        for wk in workers:
+            assert wk.reply() == "ready", wk.name
+        k, rng = calls_per_round(calls, n), random.Random(seed)
+        samples = {wk.name: [] for wk in workers}
+        order = list(workers)
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for wk in order:
+                samples[wk.name].append(float(wk.ask(str(k))))
+    finally:
+        for wk in workers:
+            wk.close()
+    return Run(names, samples)
+
+
+def worker_main(job: str) -> None:
+    """Run in a fresh process for ``measure_isolated``: one contender, timed on request."""
+    j = json.loads(job)
+    w = {SCALARS.name: SCALARS, LINEARS.name: LINEARS}[j["workload"]]
+    model = w.make(j["n"])  # held by every worker, the floor's too: the program's heap is the same
+    c = make_contender(j["name"], w, model)
+    before = [np.array(v, copy=True) for v in c.leaves()]  # copies: see ``measure``
+    for _ in range(WARMUP):
+        out = c.call()
+    jax.block_until_ready(out)
+    made = WARMUP
+    print("ready", flush=True)
+    for line in sys.stdin:  # the caller holds the last output between rounds, as in a loop
+        k = int(line)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            out = c.call()
+        jax.block_until_ready(out)
+        print((time.perf_counter() - t0) / k, flush=True)
+        made += k
+    check_advanced(w, c, before, made)
+
+
 def sweep_child(job: str):
     """Run in a fresh process: ``measure`` one job, print its samples as JSON."""
     j = json.loads(job)
@@ -328,19 +408,21 @@ def pooled(w: Workload, n: int, runs: list[Run], name: str) -> Timing:
                   tuple(statistics.median(rs) for rs in ratios))
 
 
-def time_one_n(w: Workload, n: int, rounds: int, calls: int, processes: int) -> list[Timing]:
-    """Each contender at this N, measured in ``processes`` fresh processes (``creation_orders``),
-    the rounds pooled."""
-    runs = [_measure_in_child(w, n, order, rounds, calls, seed=n * 10 + p)
+def time_one_n(w: Workload, n: int, rounds: int, calls: int, processes: int,
+               isolated: bool = False) -> list[Timing]:
+    """Each contender at this N, measured in ``processes`` fresh processes (``creation_orders``;
+    ``isolated``: each contender of a process in a process of its own), the rounds pooled."""
+    measure_one = measure_isolated if isolated else _measure_in_child
+    runs = [measure_one(w, n, order, rounds, calls, seed=n * 10 + p)
             for p, order in enumerate(creation_orders(available(), processes))]
     return [pooled(w, n, runs, name) for name in available()]
 
 
-def sweep(w: Workload, ns: list[int], rounds: int, calls: int, processes: int) -> list[Timing]:
+def sweep(w: Workload, ns: list[int], s: "Settings") -> list[Timing]:
     out = []
     for n in ns:
         t0 = time.perf_counter()
-        out += time_one_n(w, n, rounds, calls, processes)
+        out += time_one_n(w, n, s.rounds, s.calls, s.processes, s.isolated)
         print(f"  {w.name} N={n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return out
 
@@ -430,12 +512,16 @@ def _short(name: str) -> str:
     return {FLOOR: "floor", HIJAXC: "hijaxc"}.get(name, name)
 
 
-def per_process_table(w: Workload, timings: list[Timing], orders: list[list[str]]) -> str:
-    """hijaxc's ratio to the floor in each process, with the order the process made them in."""
+def per_process_table(w: Workload, timings: list[Timing], orders: list[list[str]],
+                      isolated: bool = False) -> str:
+    """hijaxc's ratio to the floor in each process (``isolated``: each group of processes), with
+    the order the process made them in."""
     ns = sorted({t.n for t in timings})
     cell = {t.n: t for t in timings if t.contender == HIJAXC}
-    lines = [f"{w.name}: `{HIJAXC}` / floor in each process (the table above pools their rounds)",
-             "", "| process: made in this order | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
+    unit, how = ("group", "contenders, one process each") if isolated else \
+        ("process", "made in this order")
+    lines = [f"{w.name}: `{HIJAXC}` / floor in each {unit} (the table above pools their rounds)",
+             "", f"| {unit}: {how} | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
              "|---" * (len(ns) + 1) + "|"]
     for p, order in enumerate(orders):
         made = ", ".join(_short(name) for name in order[:2]) + (", nnx..." if order[2:] else "")
@@ -509,16 +595,18 @@ class Settings(NamedTuple):
     linear_ns: list[int]
     first_call_repeats: int
     processes: int
+    isolated: bool          # each contender in a process of its own (``measure_isolated``)
 
 
 def settings(a: argparse.Namespace) -> Settings:
     ns = [int(n) for n in a.ns.split(",")] if a.ns else None
     if a.quick:
-        return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1, a.processes or 1)
+        return Settings(a.rounds or 3, 5, ns or [10, 100], ns or [10, 100], 1, a.processes or 1,
+                        a.isolated)
     # 100 calls per sample at N <= 100 (~1.5 ms of the floor at N = 10): shorter samples were
     # mostly scheduler noise on the 2-core machines here
     return Settings(a.rounds or 21, 100, ns or [10, 100, 1000, 4000], ns or [10, 100, 1000], 5,
-                    a.processes or 4)
+                    a.processes or 4, a.isolated)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -535,12 +623,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-first-call", action="store_true")
     ap.add_argument("--first-call-child", help=argparse.SUPPRESS)
     ap.add_argument("--sweep-child", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--isolated", action="store_true",
+                    help="each contender in a process of its own, rounds interleaved across them")
     return ap.parse_args(argv)
 
 
 def header(s: Settings) -> str:
     return (f"jax {jax.__version__}, flax {flax.__version__}, {jax.default_backend()}, "
-            f"{os.cpu_count()} cores; {s.processes} processes per N (creation orders below), "
+            f"{os.cpu_count()} cores; {s.processes} "
+            f"{'groups of processes, one per contender' if s.isolated else 'processes'} per N "
+            f"(below), "
             f"medians of their {s.rounds} interleaved rounds each × up to {s.calls} calls, "
             f"pooled; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
             f"donated.  Unavailable here: "
@@ -555,14 +648,17 @@ def main(argv=None) -> Results | None:
     if a.sweep_child:
         sweep_child(a.sweep_child)
         return None
+    if a.worker:
+        worker_main(a.worker)
+        return None
     s = settings(a)
-    sweeps = [Sweep(SCALARS, sweep(SCALARS, s.scalar_ns, s.rounds, s.calls, s.processes)),
-              Sweep(LINEARS, sweep(LINEARS, s.linear_ns, s.rounds, s.calls, s.processes))]
+    sweeps = [Sweep(SCALARS, sweep(SCALARS, s.scalar_ns, s)),
+              Sweep(LINEARS, sweep(LINEARS, s.linear_ns, s))]
     orders = creation_orders(available(), s.processes)
     parts = [header(s)]
     for sw in sweeps:
         parts += [sweep_table(sw.workload, sw.timings),
-                  per_process_table(sw.workload, sw.timings, orders)]
+                  per_process_table(sw.workload, sw.timings, orders, s.isolated)]
     fc = [] if a.no_first_call else first_calls(a.first_call_layers, s.first_call_repeats)
     if fc:
         parts.append(first_call_table(a.first_call_layers, s.first_call_repeats, fc))
