@@ -24,8 +24,8 @@ it must have advanced by exactly the number of calls made.
 ``--isolated`` puts each contender in a process of its own (``measure_isolated``), the rounds
 still interleaved across them: nothing of one contender's heap is in another's, as in a program
 that runs one of them.  Every worker holds the Module it was made from, the floor's too (a floor
-whose Module was dropped measured 20-30 % slower at 1,000 Linear layers: its calls' arrays land in
-the freed memory).
+whose Module was dropped measured ~20 % slower at 1,000 Linear layers, 4 processes each: its
+calls' arrays land in the freed memory).
 
 First call (trace + compile) of a model of ``--first-call-layers`` Linear layers: each contender
 in a fresh subprocess running this file, so that nothing is cached.
