@@ -33,14 +33,19 @@ def interleaved_samples(calls: dict[str, Callable[[], Any]], rounds: int, k: int
     for _ in range(rounds):
         rng.shuffle(order)
         for name, call in order:
-            out = last.pop(name, None)
-            t0 = time.perf_counter()
-            for _ in range(k):
-                out = call()
-            jax.block_until_ready(out)
-            samples[name].append((time.perf_counter() - t0) / k)
-            last[name] = out
+            seconds, last[name] = timed_calls(call, k, last.pop(name, None))
+            samples[name].append(seconds)
     return samples
+
+
+def timed_calls(call: Callable[[], Any], k: int, out: Any = None) -> tuple[float, Any]:
+    """``k`` calls, blocking on the last output: ``(seconds per call, that output)``.  ``out``,
+    the previous output, stays held until the first of them returns."""
+    t0 = time.perf_counter()
+    for _ in range(k):
+        out = call()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / k, out
 
 
 def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float:

@@ -56,7 +56,7 @@ from flax import nnx
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 sys.path[:0] = [p for p in (_ROOT, _HERE) if p not in sys.path]
-from _timing import interleaved_samples, paired_ratio  # noqa: E402  (benchmarks/_timing.py)
+from _timing import interleaved_samples, paired_ratio, timed_calls  # noqa: E402  (benchmarks/_timing.py)
 
 import hijaxc  # noqa: E402
 
@@ -177,6 +177,7 @@ SCALARS = Workload("scalars", "N scalar Variables in one Module", Counters, bump
 LINEARS = Workload("linears", f"N Linear({DIM}, {DIM}) layers (kernel + bias)", Linears,
                    train_like, flat_train_like, (jnp.ones((1, DIM)),), linear_leaves,
                    lambda v, k: v * (1 - DECAY) ** k)
+WORKLOADS = {w.name: w for w in (SCALARS, LINEARS)}
 
 
 # ----------------------------------------------------------------------------- contenders
@@ -292,18 +293,20 @@ def measure(w: Workload, n: int, order: list[str], rounds: int, calls: int, seed
     before = {c.name: [np.array(v, copy=True) for v in c.leaves()] for c in contenders}
     warmup = {}
     for c in contenders:  # trace + compile, warm up
-        t0 = time.perf_counter()
-        for _ in range(WARMUP):  # holding the last output, as the timed calls do (donation!)
-            out = c.call()
-        jax.block_until_ready(out)
-        del out
-        warmup[c.name] = f"{time.perf_counter() - t0:.1f}"
+        seconds, _ = warm_up(c)
+        warmup[c.name] = f"{seconds * WARMUP:.1f}"
     print(f"  {w.name} N={n} warm-up (s): {warmup}", file=sys.stderr)
     k = calls_per_round(calls, n)
     samples = interleaved_samples({c.name: c.call for c in contenders}, rounds, k, seed=seed)
     for c in contenders:
         check_advanced(w, c, before[c.name], WARMUP + rounds * k)
     return Run(order, samples)
+
+
+def warm_up(c: Contender) -> tuple[float, Any]:
+    """``WARMUP`` calls (trace + compile, then steady ones), each holding the last output as the
+    timed calls do (donation!): ``_timing.timed_calls``' result."""
+    return timed_calls(c.call, WARMUP)
 
 
 def _measure_in_child(w: Workload, n: int, order: list[str], rounds: int, calls: int,
@@ -371,22 +374,17 @@ def measure_isolated(w: Workload, n: int, names: list[str], rounds: int, calls: 
 def worker_main(job: str) -> None:
     """Run in a fresh process for ``measure_isolated``: one contender, timed on request."""
     j = json.loads(job)
-    w = {SCALARS.name: SCALARS, LINEARS.name: LINEARS}[j["workload"]]
+    w = WORKLOADS[j["workload"]]
     model = w.make(j["n"])  # held by every worker, the floor's too: the program's heap is the same
     c = make_contender(j["name"], w, model)
     before = [np.array(v, copy=True) for v in c.leaves()]  # copies: see ``measure``
-    for _ in range(WARMUP):
-        out = c.call()
-    jax.block_until_ready(out)
+    _, out = warm_up(c)
     made = WARMUP
     print("ready", flush=True)
-    for line in sys.stdin:  # the caller holds the last output between rounds, as in a loop
+    for line in sys.stdin:  # the last output stays held between rounds, as in a loop
         k = int(line)
-        t0 = time.perf_counter()
-        for _ in range(k):
-            out = c.call()
-        jax.block_until_ready(out)
-        print((time.perf_counter() - t0) / k, flush=True)
+        seconds, out = timed_calls(c.call, k, out)
+        print(seconds, flush=True)
         made += k
     check_advanced(w, c, before, made)
 
@@ -394,7 +392,7 @@ def worker_main(job: str) -> None:
 def sweep_child(job: str):
     """Run in a fresh process: ``measure`` one job, print its samples as JSON."""
     j = json.loads(job)
-    w = {SCALARS.name: SCALARS, LINEARS.name: LINEARS}[j["workload"]]
+    w = WORKLOADS[j["workload"]]
     run = measure(w, j["n"], j["order"], j["rounds"], j["calls"], j["seed"])
     print(json.dumps(run.samples))
 
