@@ -12,6 +12,11 @@ with ``donate_argnums``.
   linears: a model of N tiny ``nnx.Linear`` layers (kernel + bias each); a training-like step
            runs the forward pass and updates every parameter in place (``p -= 0.01 * p``).
 
+The floor on Variables is the same ``jax.jit`` step with the state where the Module keeps it: its
+arrays read from the N Variables before each call and the outputs written back to them after.  It
+is the least any step that updates the Module does, so it splits hijaxc's time over the floor into
+hijaxc's own cost (hijaxc / floor on Variables) and the cost of keeping the state in Variables.
+
 Contenders (where the installed flax has them): ``hijaxc.jit``, ``nnx.jit``,
 ``nnx.jit(graph=False)`` (tree mode) and ``nnx.cached_partial``.  Each round calls each contender
 K times, in a random order, and blocks on the last output (``_timing.py``).  Each N is measured in
@@ -57,10 +62,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 sys.path[:0] = [p for p in (_ROOT, _HERE) if p not in sys.path]
 from _timing import interleaved_samples, paired_ratio, timed_calls  # noqa: E402  (benchmarks/_timing.py)
+from hijaxc.runtime import _adapter  # noqa: E402  (the installed flax's Variable value slot)
 
 import hijaxc  # noqa: E402
 
 FLOOR = "floor: flat jax.jit"
+VAR_FLOOR = "floor on Variables"
 HIJAXC = "hijaxc.jit"
 NNX_JIT = "nnx.jit"
 NNX_TREE = "nnx.jit(graph=False)"
@@ -151,13 +158,22 @@ def flat_train_like(leaves, x):
     return new, (y ** 2).mean()
 
 
+def counter_variables(model):
+    return list(model.counters)
+
+
+def linear_variables(model):
+    """kernel, bias of each layer in turn: the floor's flat list."""
+    return [p for layer in model.layers for p in (layer.kernel, layer.bias)]
+
+
 def counter_leaves(model):
-    return [c[...] for c in model.counters]
+    return [v[...] for v in counter_variables(model)]
 
 
 def linear_leaves(model):
-    """kernel, bias of each layer in turn: the floor's flat list, and what the checks read."""
-    return [p[...] for layer in model.layers for p in (layer.kernel, layer.bias)]
+    """What the floors' flat lists hold, and what the checks read."""
+    return [v[...] for v in linear_variables(model)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,14 +185,15 @@ class Workload:
     flat_step: Callable[..., Any]               # (leaves, *args) -> (leaves, array)
     args: tuple                                 # the non-state arguments
     leaves: Callable[[nnx.Module], list]        # the state as a flat list of arrays
+    variables: Callable[[nnx.Module], list]     # the Variables holding them, in that order
     advance: Callable[[np.ndarray, int], np.ndarray]  # a leaf after k calls
 
 
 SCALARS = Workload("scalars", "N scalar Variables in one Module", Counters, bump, flat_bump, (),
-                   counter_leaves, lambda v, k: v + k)
+                   counter_leaves, counter_variables, lambda v, k: v + k)
 LINEARS = Workload("linears", f"N Linear({DIM}, {DIM}) layers (kernel + bias)", Linears,
                    train_like, flat_train_like, (jnp.ones((1, DIM)),), linear_leaves,
-                   lambda v, k: v * (1 - DECAY) ** k)
+                   linear_variables, lambda v, k: v * (1 - DECAY) ** k)
 WORKLOADS = {w.name: w for w in (SCALARS, LINEARS)}
 
 
@@ -200,6 +217,27 @@ def _floor(w: Workload, model: nnx.Module) -> Contender:
     return Contender(FLOOR, call, lambda: box["leaves"])
 
 
+def _var_floor(w: Workload, model: nnx.Module) -> Contender:
+    """The floor's step with the state where a Module keeps it: read from the Variables' value
+    slots before the call, the outputs written back to them after (``_adapter``: hijaxc's own
+    access, no flax hooks).  The least any step that updates the Module's Variables does, so
+    hijaxc's time over this one is hijaxc's own cost; this one's over the flat floor is what
+    keeping the state in N Variables costs (reading and writing N objects spread through the
+    heap, and the arrays replaced in them being freed: see README, "Scaling")."""
+    step, variables = jax.jit(w.flat_step, donate_argnums=0), w.variables(model)
+    get, put = _adapter.get_raw, _adapter.set_raw
+
+    def call():
+        leaves = list(map(get, variables))
+        new, out = step(leaves, *w.args)
+        del leaves
+        for v, x in zip(variables, new):
+            put(v, x)
+        return out
+
+    return Contender(VAR_FLOOR, call, lambda: w.leaves(model))
+
+
 def _nnx_tree_jit():
     """``nnx.jit(graph=False)`` where this flax has tree mode, else None."""
     if "graph" not in inspect.signature(nnx.jit).parameters:
@@ -219,7 +257,7 @@ def _cached_partial(f, model):
 
 def available() -> list[str]:
     """The contenders this environment has, floor first."""
-    names = [FLOOR, HIJAXC, NNX_JIT]
+    names = [FLOOR, VAR_FLOOR, HIJAXC, NNX_JIT]
     if _nnx_tree_jit() is not None:
         names.append(NNX_TREE)
     if hasattr(nnx, "cached_partial"):
@@ -231,6 +269,8 @@ def make_contender(name: str, w: Workload, model: nnx.Module) -> Contender:
     """``name``'s step on ``model`` (the floor copies the model's arrays into a flat list)."""
     if name == FLOOR:
         return _floor(w, model)
+    if name == VAR_FLOOR:
+        return _var_floor(w, model)
     if name == NNX_CACHED:
         cached = _cached_partial(nnx.jit(w.step), model)
         return Contender(name, lambda: cached(*w.args), lambda: w.leaves(model))
@@ -258,6 +298,8 @@ class Timing(NamedTuple):
     seconds: float          # median time per call, over the rounds of every process that made it
     ratio: float            # median over those rounds of seconds / the floor's in the same round
     per_process: tuple      # that ratio in each process that made the contender
+    vs_var_floor: float     # as ``ratio``, against the floor on Variables
+    per_process_vs_var: tuple
 
 
 def calls_per_round(calls: int, n: int) -> int:
@@ -271,11 +313,12 @@ def creation_orders(names: list[str], processes: int) -> list[list[str]]:
     Where a contender is made moves its time per call by up to ~20 % at N = 1,000 (the first one
     made was the slowest in most runs; README, "Scaling"), so one process measures placement as
     much as the call path.  Process 0 makes every contender, the floor first; the others make only
-    the floor and hijaxc, hijaxc first in every other one, so each of the two is made first about
-    equally often.  The nnx contenders (3-20x the floor) are made in process 0 only: their warm-ups
-    are minutes at 4,000 scalars and at 1,000 linears."""
-    pair = [FLOOR, HIJAXC]
-    return [names] + [pair[::-1] if p % 2 else pair for p in range(1, processes)]
+    the two floors and hijaxc, rotated (processes 1, 2, 3: the floor, hijaxc, the floor on
+    Variables first), so each of the three is made first about equally often.  The nnx
+    contenders (3-20x the floor) are made in process 0 only: their warm-ups are minutes at 4,000
+    scalars and at 1,000 linears."""
+    trio = [FLOOR, VAR_FLOOR, HIJAXC]
+    return [names] + [trio[k:] + trio[:k] for k in ((1 - p) % 3 for p in range(1, processes))]
 
 
 class Run(NamedTuple):
@@ -397,13 +440,21 @@ def sweep_child(job: str):
     print(json.dumps(run.samples))
 
 
+def _paired(runs: list[Run], name: str, base: str) -> tuple[float, tuple]:
+    """``name``'s time over ``base``'s in the same round: the median over the rounds of all
+    ``runs``, and in each run."""
+    ratios = [[a / b for a, b in zip(r.samples[name], r.samples[base])] for r in runs]
+    return (statistics.median(x for rs in ratios for x in rs),
+            tuple(statistics.median(rs) for rs in ratios))
+
+
 def pooled(w: Workload, n: int, runs: list[Run], name: str) -> Timing:
-    """``name``'s time and ratio to the floor over the rounds of every run that made it."""
+    """``name``'s time and ratios to the floors over the rounds of every run that made it."""
     mine = [r for r in runs if name in r.samples]
-    ratios = [[a / b for a, b in zip(r.samples[name], r.samples[FLOOR])] for r in mine]
+    ratio, per_process = _paired(mine, name, FLOOR)
+    vs_var, per_process_vs_var = _paired(mine, name, VAR_FLOOR)
     return Timing(w.name, name, n, statistics.median(t for r in mine for t in r.samples[name]),
-                  statistics.median(x for rs in ratios for x in rs),
-                  tuple(statistics.median(rs) for rs in ratios))
+                  ratio, per_process, vs_var, per_process_vs_var)
 
 
 def time_one_n(w: Workload, n: int, rounds: int, calls: int, processes: int,
@@ -469,7 +520,7 @@ def _first_call_run(name: str, layers: int) -> dict:
 def first_calls(layers: int, repeats: int) -> list[FirstCall]:
     """Each contender's first calls, ``repeats`` fresh processes each, interleaved; ratios paired
     by repeat, as in ``_timing.paired_ratio``."""
-    runs = {name: [] for name in available()}
+    runs = {name: [] for name in available() if name != VAR_FLOOR}  # (its first call: the floor's)
     for _ in range(repeats):  # interleaved
         for name in runs:
             runs[name].append(_first_call_run(name, layers))
@@ -503,27 +554,31 @@ def sweep_table(w: Workload, timings: list[Timing]) -> str:
     for name in available():
         cells = [f"{_fmt(cell[name, n].seconds)} ({cell[name, n].ratio:.2f}×)" for n in ns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = [f"{cell[HIJAXC, n].vs_var_floor:.2f}×" for n in ns]
+    lines.append(f"| {HIJAXC} × the floor on Variables | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _short(name: str) -> str:
-    return {FLOOR: "floor", HIJAXC: "hijaxc"}.get(name, name)
+    return {FLOOR: "floor", VAR_FLOOR: "var floor", HIJAXC: "hijaxc"}.get(name, name)
 
 
 def per_process_table(w: Workload, timings: list[Timing], orders: list[list[str]],
                       isolated: bool = False) -> str:
-    """hijaxc's ratio to the floor in each process (``isolated``: each group of processes), with
-    the order the process made them in."""
+    """hijaxc's ratios to the floor and to the floor on Variables in each process (``isolated``:
+    each group of processes), with the order the process made them in."""
     ns = sorted({t.n for t in timings})
     cell = {t.n: t for t in timings if t.contender == HIJAXC}
     unit, how = ("group", "contenders, one process each") if isolated else \
         ("process", "made in this order")
-    lines = [f"{w.name}: `{HIJAXC}` / floor in each {unit} (the table above pools their rounds)",
+    lines = [f"{w.name}: `{HIJAXC}` / floor (/ floor on Variables) in each {unit} (the table "
+             "above pools their rounds)",
              "", f"| {unit}: {how} | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
              "|---" * (len(ns) + 1) + "|"]
     for p, order in enumerate(orders):
-        made = ", ".join(_short(name) for name in order[:2]) + (", nnx..." if order[2:] else "")
-        cells = [f"{cell[n].per_process[p]:.2f}×" for n in ns]
+        made = ", ".join(_short(name) for name in order[:3]) + (", nnx..." if order[3:] else "")
+        cells = [f"{cell[n].per_process[p]:.2f}× ({cell[n].per_process_vs_var[p]:.2f}×)"
+                 for n in ns]
         lines.append(f"| {p}: {made} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -554,7 +609,8 @@ def plot(sweeps: list["Sweep"], path: str) -> bool:
     for ax, s in zip(axes[0], sweeps):
         for name in available():
             pts = sorted((t.n, t.seconds * 1e3) for t in s.timings if t.contender == name)
-            style = dict(color="black", linestyle="--") if name == FLOOR else {}
+            style = {FLOOR: dict(color="black", linestyle="--"),
+                     VAR_FLOOR: dict(color="gray", linestyle=":")}.get(name, {})
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -634,7 +690,8 @@ def header(s: Settings) -> str:
             f"(below), "
             f"medians of their {s.rounds} interleaved rounds each × up to {s.calls} calls, "
             f"pooled; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
-            f"donated.  Unavailable here: "
+            f"donated; the floor on Variables is that step reading them from the Module's "
+            f"Variables and writing its outputs back to them.  Unavailable here: "
             f"{', '.join(n for n in (NNX_TREE, NNX_CACHED) if n not in available()) or 'none'}.")
 
 
