@@ -12,10 +12,12 @@ with ``donate_argnums``.
   linears: a model of N tiny ``nnx.Linear`` layers (kernel + bias each); a training-like step
            runs the forward pass and updates every parameter in place (``p -= 0.01 * p``).
 
-The floor on Variables is the same ``jax.jit`` step with the state where the Module keeps it: its
-arrays read from the N Variables before each call and the outputs written back to them after.  It
-is the least any step that updates the Module does, so it splits hijaxc's time over the floor into
-hijaxc's own cost (hijaxc / floor on Variables) and the cost of keeping the state in Variables.
+``jax.jit on Variables`` is the floor's step with the state where the Module keeps it: its arrays
+read from the N Variables before each call and the outputs written back to them after, as C-level
+``map``s (no Python loop) -- the least a hand-written step that updates the Module does.  hijaxc
+over it is hijaxc's own cost; it over the floor is what keeping the state in N Variables costs
+(reading and writing N objects spread through the heap, and the arrays they held being freed
+rather than kept by a Module nobody updates: README, "Scaling").
 
 Contenders (where the installed flax has them): ``hijaxc.jit``, ``nnx.jit``,
 ``nnx.jit(graph=False)`` (tree mode) and ``nnx.cached_partial``.  Each round calls each contender
@@ -39,6 +41,7 @@ Writes a markdown table (``--out``, default benchmarks/results/scaling.md) and a
 (``--plot``, default docs/scaling.png; needs matplotlib: ``pip install -e '.[bench]'``).
 """
 import argparse
+import collections
 import dataclasses
 import gc
 import inspect
@@ -66,8 +69,9 @@ from hijaxc.runtime import _adapter  # noqa: E402  (the installed flax's Variabl
 
 import hijaxc  # noqa: E402
 
+_consume = collections.deque(maxlen=0).extend  # runs an iterator to its end, in C
 FLOOR = "floor: flat jax.jit"
-VAR_FLOOR = "floor on Variables"
+ON_VARS = "jax.jit on Variables"
 HIJAXC = "hijaxc.jit"
 NNX_JIT = "nnx.jit"
 NNX_TREE = "nnx.jit(graph=False)"
@@ -217,25 +221,18 @@ def _floor(w: Workload, model: nnx.Module) -> Contender:
     return Contender(FLOOR, call, lambda: box["leaves"])
 
 
-def _var_floor(w: Workload, model: nnx.Module) -> Contender:
-    """The floor's step with the state where a Module keeps it: read from the Variables' value
-    slots before the call, the outputs written back to them after (``_adapter``: hijaxc's own
-    access, no flax hooks).  The least any step that updates the Module's Variables does, so
-    hijaxc's time over this one is hijaxc's own cost; this one's over the flat floor is what
-    keeping the state in N Variables costs (reading and writing N objects spread through the
-    heap, and the arrays replaced in them being freed: see README, "Scaling")."""
-    step, variables = jax.jit(w.flat_step, donate_argnums=0), w.variables(model)
+def _on_variables(w: Workload, model: nnx.Module) -> Contender:
+    """The floor's step on the Module's own Variables: their value slots read before the call and
+    written after (``_adapter``: the access hijaxc's steady state uses, no flax hooks)."""
+    step, variables, args = jax.jit(w.flat_step, donate_argnums=0), w.variables(model), w.args
     get, put = _adapter.get_raw, _adapter.set_raw
 
-    def call():
-        leaves = list(map(get, variables))
-        new, out = step(leaves, *w.args)
-        del leaves
-        for v, x in zip(variables, new):
-            put(v, x)
+    def call():  # both passes C-level maps, no Python loop
+        new, out = step(list(map(get, variables)), *args)
+        _consume(map(put, variables, new))
         return out
 
-    return Contender(VAR_FLOOR, call, lambda: w.leaves(model))
+    return Contender(ON_VARS, call, lambda: w.leaves(model))
 
 
 def _nnx_tree_jit():
@@ -257,7 +254,7 @@ def _cached_partial(f, model):
 
 def available() -> list[str]:
     """The contenders this environment has, floor first."""
-    names = [FLOOR, VAR_FLOOR, HIJAXC, NNX_JIT]
+    names = [FLOOR, ON_VARS, HIJAXC, NNX_JIT]
     if _nnx_tree_jit() is not None:
         names.append(NNX_TREE)
     if hasattr(nnx, "cached_partial"):
@@ -269,8 +266,8 @@ def make_contender(name: str, w: Workload, model: nnx.Module) -> Contender:
     """``name``'s step on ``model`` (the floor copies the model's arrays into a flat list)."""
     if name == FLOOR:
         return _floor(w, model)
-    if name == VAR_FLOOR:
-        return _var_floor(w, model)
+    if name == ON_VARS:
+        return _on_variables(w, model)
     if name == NNX_CACHED:
         cached = _cached_partial(nnx.jit(w.step), model)
         return Contender(name, lambda: cached(*w.args), lambda: w.leaves(model))
@@ -298,8 +295,8 @@ class Timing(NamedTuple):
     seconds: float          # median time per call, over the rounds of every process that made it
     ratio: float            # median over those rounds of seconds / the floor's in the same round
     per_process: tuple      # that ratio in each process that made the contender
-    vs_var_floor: float     # as ``ratio``, against the floor on Variables
-    per_process_vs_var: tuple
+    vs_on_vars: float       # as ``ratio``, against jax.jit on Variables
+    per_process_vs_on_vars: tuple
 
 
 def calls_per_round(calls: int, n: int) -> int:
@@ -313,11 +310,11 @@ def creation_orders(names: list[str], processes: int) -> list[list[str]]:
     Where a contender is made moves its time per call by up to ~20 % at N = 1,000 (the first one
     made was the slowest in most runs; README, "Scaling"), so one process measures placement as
     much as the call path.  Process 0 makes every contender, the floor first; the others make only
-    the two floors and hijaxc, rotated (processes 1, 2, 3: the floor, hijaxc, the floor on
-    Variables first), so each of the three is made first about equally often.  The nnx
+    the floor, jax.jit on Variables and hijaxc, rotated (processes 1, 2, 3: the floor, hijaxc,
+    jax.jit on Variables first), so each of the three is made first about equally often.  The nnx
     contenders (3-20x the floor) are made in process 0 only: their warm-ups are minutes at 4,000
     scalars and at 1,000 linears."""
-    trio = [FLOOR, VAR_FLOOR, HIJAXC]
+    trio = [FLOOR, ON_VARS, HIJAXC]
     return [names] + [trio[k:] + trio[:k] for k in ((1 - p) % 3 for p in range(1, processes))]
 
 
@@ -452,9 +449,9 @@ def pooled(w: Workload, n: int, runs: list[Run], name: str) -> Timing:
     """``name``'s time and ratios to the floors over the rounds of every run that made it."""
     mine = [r for r in runs if name in r.samples]
     ratio, per_process = _paired(mine, name, FLOOR)
-    vs_var, per_process_vs_var = _paired(mine, name, VAR_FLOOR)
+    vs_on_vars, per_process_vs_on_vars = _paired(mine, name, ON_VARS)
     return Timing(w.name, name, n, statistics.median(t for r in mine for t in r.samples[name]),
-                  ratio, per_process, vs_var, per_process_vs_var)
+                  ratio, per_process, vs_on_vars, per_process_vs_on_vars)
 
 
 def time_one_n(w: Workload, n: int, rounds: int, calls: int, processes: int,
@@ -520,7 +517,7 @@ def _first_call_run(name: str, layers: int) -> dict:
 def first_calls(layers: int, repeats: int) -> list[FirstCall]:
     """Each contender's first calls, ``repeats`` fresh processes each, interleaved; ratios paired
     by repeat, as in ``_timing.paired_ratio``."""
-    runs = {name: [] for name in available() if name != VAR_FLOOR}  # (its first call: the floor's)
+    runs = {name: [] for name in available() if name != ON_VARS}  # (its first call: the floor's)
     for _ in range(repeats):  # interleaved
         for name in runs:
             runs[name].append(_first_call_run(name, layers))
@@ -554,30 +551,30 @@ def sweep_table(w: Workload, timings: list[Timing]) -> str:
     for name in available():
         cells = [f"{_fmt(cell[name, n].seconds)} ({cell[name, n].ratio:.2f}×)" for n in ns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    cells = [f"{cell[HIJAXC, n].vs_var_floor:.2f}×" for n in ns]
-    lines.append(f"| {HIJAXC} × the floor on Variables | " + " | ".join(cells) + " |")
+    cells = [f"{cell[HIJAXC, n].vs_on_vars:.2f}×" for n in ns]
+    lines.append(f"| {HIJAXC} × jax.jit on Variables | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _short(name: str) -> str:
-    return {FLOOR: "floor", VAR_FLOOR: "var floor", HIJAXC: "hijaxc"}.get(name, name)
+    return {FLOOR: "floor", ON_VARS: "on Variables", HIJAXC: "hijaxc"}.get(name, name)
 
 
 def per_process_table(w: Workload, timings: list[Timing], orders: list[list[str]],
                       isolated: bool = False) -> str:
-    """hijaxc's ratios to the floor and to the floor on Variables in each process (``isolated``:
+    """hijaxc's ratios to the floor and to jax.jit on Variables in each process (``isolated``:
     each group of processes), with the order the process made them in."""
     ns = sorted({t.n for t in timings})
     cell = {t.n: t for t in timings if t.contender == HIJAXC}
     unit, how = ("group", "contenders, one process each") if isolated else \
         ("process", "made in this order")
-    lines = [f"{w.name}: `{HIJAXC}` / floor (/ floor on Variables) in each {unit} (the table "
+    lines = [f"{w.name}: `{HIJAXC}` / floor (/ jax.jit on Variables) in each {unit} (the table "
              "above pools their rounds)",
              "", f"| {unit}: {how} | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
              "|---" * (len(ns) + 1) + "|"]
     for p, order in enumerate(orders):
         made = ", ".join(_short(name) for name in order[:3]) + (", nnx..." if order[3:] else "")
-        cells = [f"{cell[n].per_process[p]:.2f}× ({cell[n].per_process_vs_var[p]:.2f}×)"
+        cells = [f"{cell[n].per_process[p]:.2f}× ({cell[n].per_process_vs_on_vars[p]:.2f}×)"
                  for n in ns]
         lines.append(f"| {p}: {made} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -610,7 +607,7 @@ def plot(sweeps: list["Sweep"], path: str) -> bool:
         for name in available():
             pts = sorted((t.n, t.seconds * 1e3) for t in s.timings if t.contender == name)
             style = {FLOOR: dict(color="black", linestyle="--"),
-                     VAR_FLOOR: dict(color="gray", linestyle=":")}.get(name, {})
+                     ON_VARS: dict(color="gray", linestyle=":")}.get(name, {})
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -690,8 +687,8 @@ def header(s: Settings) -> str:
             f"(below), "
             f"medians of their {s.rounds} interleaved rounds each × up to {s.calls} calls, "
             f"pooled; the floor is a hand-written `jax.jit` on the flat list of the N arrays, "
-            f"donated; the floor on Variables is that step reading them from the Module's "
-            f"Variables and writing its outputs back to them.  Unavailable here: "
+            f"donated; `{ON_VARS}` is that step reading them from the Module's Variables and "
+            f"writing its outputs back to them.  Unavailable here: "
             f"{', '.join(n for n in (NNX_TREE, NNX_CACHED) if n not in available()) or 'none'}.")
 
 

@@ -23,7 +23,7 @@ def test_scaling_quick(tmp_path):
     out = tmp_path / "scaling.md"
     res = scaling.main(["--quick", "--ns", "10", "--rounds", "2", "--no-plot",
                         "--first-call-layers", "3", "--out", str(out)])
-    assert res.contenders[:4] == [scaling.FLOOR, scaling.VAR_FLOOR, scaling.HIJAXC,
+    assert res.contenders[:4] == [scaling.FLOOR, scaling.ON_VARS, scaling.HIJAXC,
                                   scaling.NNX_JIT]
     assert out.read_text() == res.markdown
     table_rows = [line.split(" | ")[0].lstrip("| ") for line in res.markdown.splitlines()]
@@ -32,9 +32,9 @@ def test_scaling_quick(tmp_path):
         assert all(math.isfinite(t.ratio) and t.ratio > 0 for t in sw.timings), sw.timings
     for name in res.contenders:
         assert table_rows.count(name) >= len(res.sweeps), name  # + the first-call table
-    assert f"| {scaling.HIJAXC} × the floor on Variables | " in res.markdown
-    # the floor on Variables' first call is the floor's: not measured twice
-    assert {r.contender for r in res.first_call} == set(res.contenders) - {scaling.VAR_FLOOR}
+    assert f"| {scaling.HIJAXC} × jax.jit on Variables | " in res.markdown
+    # the first call on Variables is the floor's: not measured twice
+    assert {r.contender for r in res.first_call} == set(res.contenders) - {scaling.ON_VARS}
     assert all(math.isfinite(r.cold_ratio) and math.isfinite(r.warm_ratio)
                for r in res.first_call), res.first_call
 
