@@ -307,15 +307,17 @@ def calls_per_round(calls: int, n: int) -> int:
 def creation_orders(names: list[str], processes: int) -> list[list[str]]:
     """The contenders each process makes, in the order it makes them.
 
-    Where a contender is made moves its time per call by up to ~20 % at N = 1,000 (the first one
-    made was the slowest in most runs; README, "Scaling"), so one process measures placement as
-    much as the call path.  Process 0 makes every contender, the floor first; the others make only
-    the floor, jax.jit on Variables and hijaxc, rotated (processes 1, 2, 3: the floor, hijaxc,
-    jax.jit on Variables first), so each of the three is made first about equally often.  The nnx
+    Where a contender is made moves its time per call by up to ~30 % at N = 1,000 (README,
+    "Scaling"), so one process measures placement as much as the call path: at 1,000 Linear layers hijaxc measured 0.84-1.16x the floor where it
+    was made first and 1.05-1.31x where the floor was (session 25).  Process 0 makes every
+    contender, the floor first; the others make the floor, hijaxc and jax.jit on Variables, the
+    floor or hijaxc first in turn, so each of the two being compared is made first equally often
+    (with the three rotated, hijaxc came first in one process of four, and its pooled ratio at
+    1,000 linears rose to 1.21x: 0.89x where it came first, 1.21-1.31x elsewhere).  The nnx
     contenders (3-20x the floor) are made in process 0 only: their warm-ups are minutes at 4,000
     scalars and at 1,000 linears."""
-    trio = [FLOOR, ON_VARS, HIJAXC]
-    return [names] + [trio[k:] + trio[:k] for k in ((1 - p) % 3 for p in range(1, processes))]
+    hijaxc_first, floor_first = [HIJAXC, ON_VARS, FLOOR], [FLOOR, ON_VARS, HIJAXC]
+    return [names] + [hijaxc_first if p % 2 else floor_first for p in range(1, processes)]
 
 
 class Run(NamedTuple):
