@@ -308,8 +308,9 @@ def creation_orders(names: list[str], processes: int) -> list[list[str]]:
     """The contenders each process makes, in the order it makes them.
 
     Where a contender is made moves its time per call by up to ~30 % at N = 1,000 (README,
-    "Scaling"), so one process measures placement as much as the call path: at 1,000 Linear layers hijaxc measured 0.84-1.16x the floor where it
-    was made first and 1.05-1.31x where the floor was (session 25).  Process 0 makes every
+    "Scaling"), so one process measures placement as much as the call path: at 1,000 Linear
+    layers hijaxc measured 0.84-1.16x the floor where it was made first and 1.05-1.31x where the
+    floor was (session 25).  Process 0 makes every
     contender, the floor first; the others make the floor, hijaxc and jax.jit on Variables, the
     floor or hijaxc first in turn, so each of the two being compared is made first equally often
     (with the three rotated, hijaxc came first in one process of four, and its pooled ratio at
