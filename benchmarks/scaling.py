@@ -310,13 +310,12 @@ def creation_orders(names: list[str], processes: int) -> list[list[str]]:
     Where a contender is made moves its time per call by up to ~30 % at N = 1,000 (README,
     "Scaling"), so one process measures placement as much as the call path: at 1,000 Linear
     layers hijaxc measured 0.84-1.16x the floor where it was made first and 1.05-1.31x where the
-    floor was (session 25).  Process 0 makes every
-    contender, the floor first; the others make the floor, hijaxc and jax.jit on Variables, the
-    floor or hijaxc first in turn, so each of the two being compared is made first equally often
-    (with the three rotated, hijaxc came first in one process of four, and its pooled ratio at
-    1,000 linears rose to 1.21x: 0.89x where it came first, 1.21-1.31x elsewhere).  The nnx
-    contenders (3-20x the floor) are made in process 0 only: their warm-ups are minutes at 4,000
-    scalars and at 1,000 linears."""
+    floor was (session 25).  Process 0 makes every contender, the floor first; the others make
+    the floor, hijaxc and jax.jit on Variables, the floor or hijaxc first in turn, so each of the
+    two being compared is made first equally often (with the three rotated, hijaxc came first in
+    one process of four, and its pooled ratio at 1,000 linears rose to 1.21x: 0.89x where it came
+    first, 1.21-1.31x elsewhere).  The nnx contenders (3-20x the floor) are made in process 0
+    only: their warm-ups are minutes at 4,000 scalars and at 1,000 linears."""
     hijaxc_first, floor_first = [HIJAXC, ON_VARS, FLOOR], [FLOOR, ON_VARS, HIJAXC]
     return [names] + [hijaxc_first if p % 2 else floor_first for p in range(1, processes)]
 
@@ -555,7 +554,7 @@ def sweep_table(w: Workload, timings: list[Timing]) -> str:
         cells = [f"{_fmt(cell[name, n].seconds)} ({cell[name, n].ratio:.2f}×)" for n in ns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cells = [f"{cell[HIJAXC, n].vs_on_vars:.2f}×" for n in ns]
-    lines.append(f"| {HIJAXC} × jax.jit on Variables | " + " | ".join(cells) + " |")
+    lines.append(f"| {HIJAXC} × {ON_VARS} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -571,8 +570,8 @@ def per_process_table(w: Workload, timings: list[Timing], orders: list[list[str]
     cell = {t.n: t for t in timings if t.contender == HIJAXC}
     unit, how = ("group", "contenders, one process each") if isolated else \
         ("process", "made in this order")
-    lines = [f"{w.name}: `{HIJAXC}` / floor (/ jax.jit on Variables) in each {unit} (the table "
-             "above pools their rounds)",
+    lines = [f"{w.name}: `{HIJAXC}` / floor (/ {ON_VARS}) in each {unit} (the table above "
+             "pools their rounds)",
              "", f"| {unit}: {how} | " + " | ".join(f"N = {n:,}" for n in ns) + " |",
              "|---" * (len(ns) + 1) + "|"]
     for p, order in enumerate(orders):
